@@ -1,0 +1,104 @@
+//! `chaos agent`: the node agent as a process, serving the agent API (DESIGN.md §3).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use faultline_agent::api::{Api, Token};
+use faultline_agent::{Agent, AgentConfig};
+
+use crate::exit::InvalidInput;
+
+/// Arguments of `chaos agent`.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Address the API listens on; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// File holding the bearer token (at least 16 characters) every `/v1` call must carry.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: PathBuf,
+    /// Directory for the crash journal; leftovers found there are reverted at start.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Address the agent's userspace proxies listen on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub proxy_bind: IpAddr,
+    /// PEM certificate chain: serve the API over TLS (the token is still required).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: require client certificates that chain to them (mTLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Log format: `pretty` or `json`.
+    #[arg(long, default_value = "pretty")]
+    pub log_format: String,
+}
+
+/// Runs the agent until SIGTERM or Ctrl-C, then reverts every fault.
+pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
+    let format = args
+        .log_format
+        .parse()
+        .map_err(|e: faultline_telemetry::TelemetryError| InvalidInput(e.to_string()))?;
+    faultline_telemetry::init_tracing(format, "info")?;
+    let token = Token::from_file(&args.token_file).map_err(|e| InvalidInput(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    runtime.block_on(async {
+        let (agent, report) = Agent::start(AgentConfig {
+            state_dir: Some(args.state_dir.clone()),
+            proxy_bind: args.proxy_bind,
+        })
+        .await
+        .context("start the agent")?;
+        for line in report
+            .reverted
+            .iter()
+            .chain(&report.failed)
+            .chain(&report.problems)
+        {
+            eprintln!("journal: {line}");
+        }
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        let api = Api::new(agent, token);
+        match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = faultline_agent::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: args.tls_client_ca.clone(),
+                };
+                // Fail on bad certificate files before announcing the address.
+                files
+                    .server_config()
+                    .map_err(|e| InvalidInput(e.to_string()))?;
+                println!("listening on https://{addr}");
+                faultline_agent::tls::serve(
+                    listener,
+                    api,
+                    &files,
+                    faultline_http::shutdown_signal(),
+                )
+                .await
+                .context("serve the agent API over TLS")?;
+            }
+            _ => {
+                println!("listening on http://{addr}");
+                faultline_agent::api::serve(listener, api, faultline_http::shutdown_signal())
+                    .await
+                    .context("serve the agent API")?;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

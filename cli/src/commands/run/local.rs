@@ -1,0 +1,419 @@
+//! The `local` environment: the reference fleet as child processes of this binary, the
+//! agent in-process, every upstream edge (and the load generator's edge into its target)
+//! wired through one of the agent's proxies, and the embedded scraper. No root, no
+//! Docker, no Prometheus.
+//!
+//! Target resolution: `{service: X}` is X's current PID plus the proxies that carry its
+//! traffic, chosen by the fault:
+//! - network faults: `ingress` = proxies of edges INTO X (including `load->X` when the
+//!   load targets X), `egress` = proxies of edges OUT of X, `both` = both sets;
+//! - HTTP faults act on requests, so they use the proxies INTO X;
+//! - CPU, memory and process faults use the PID.
+//!
+//! `{pid: N}` works for CPU, memory and process faults. Containers and pods need the
+//! compose or Kubernetes modes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use faultline_agent::{Agent, AgentConfig, AgentError};
+use faultline_controller::report::RunMode;
+use faultline_controller::run::{AgentCallError, AgentHandle, Environment, Placement, RunError};
+use faultline_controller::slo::embedded::{EmbeddedScraper, ScrapeTarget};
+use faultline_controller::slo::{BoxFuture, SloBackend};
+use faultline_fleet::{ChildLogs, EDGES, Fleet, LaunchOptions, Service};
+use faultline_spec::wire::{Capabilities, FaultRequest, FaultState, ResolvedTarget};
+use faultline_spec::{Direction, Experiment, Fault, FaultKind, LoadTarget, Target};
+use tokio_util::sync::CancellationToken;
+
+/// The in-process agent behind the runner's agent seam.
+struct LocalAgent(Agent);
+
+fn call_error(e: AgentError) -> AgentCallError {
+    let (status, _) = e.status();
+    if status == 409 {
+        return AgentCallError::NotActive {
+            agent: "in-process".into(),
+            id: e.to_string(),
+        };
+    }
+    if status < 500 {
+        AgentCallError::Rejected {
+            agent: "in-process".into(),
+            message: e.to_string(),
+        }
+    } else {
+        AgentCallError::Failed {
+            agent: "in-process".into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl AgentHandle for LocalAgent {
+    fn endpoint(&self) -> String {
+        "in-process".into()
+    }
+
+    fn capabilities(&self) -> BoxFuture<'_, Result<Capabilities, AgentCallError>> {
+        Box::pin(async move { Ok(self.0.capabilities()) })
+    }
+
+    fn apply(&self, request: FaultRequest) -> BoxFuture<'_, Result<FaultState, AgentCallError>> {
+        Box::pin(async move {
+            self.0
+                .apply(request)
+                .await
+                .map(|o| o.state)
+                .map_err(call_error)
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), AgentCallError>> {
+        Box::pin(async move { self.0.renew(id, ttl.into()).map(drop).map_err(call_error) })
+    }
+
+    fn revert<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<FaultState>, AgentCallError>> {
+        Box::pin(async move { self.0.revert(id).await.map_err(call_error) })
+    }
+}
+
+/// What `chaos run` needs to start the local environment.
+#[derive(Clone, Default)]
+pub struct LocalOptions {
+    /// Environment overrides for every fleet service (`--set-env`, `FL_RESILIENCE`).
+    pub fleet_env: Vec<(String, String)>,
+    /// Where the services' logs go (a directory beside the reports).
+    pub log_dir: Option<PathBuf>,
+    /// Evaluate server-side SLOs on this backend (`--prometheus`) instead of the
+    /// embedded scraper.
+    pub server_backend: Option<Arc<dyn SloBackend>>,
+}
+
+/// The running local environment.
+pub struct LocalEnvironment {
+    agent: Agent,
+    handle: Arc<dyn AgentHandle>,
+    fleet: Mutex<Option<Fleet>>,
+    addrs: Vec<(Service, SocketAddr)>,
+    load_edge: Option<(Service, SocketAddr)>,
+    scraper: EmbeddedScraper,
+    scraper_stop: CancellationToken,
+    server_backend: Option<Arc<dyn SloBackend>>,
+}
+
+fn proxy_id(from: &str, to: Service) -> String {
+    format!("{from}->{to}")
+}
+
+/// Static checks before anything starts: targets this mode can resolve.
+pub fn check(experiment: &Experiment) -> Result<(), RunError> {
+    let mut problems = Vec::new();
+    for f in &experiment.spec.faults {
+        match &f.target {
+            Target::Service(s) => {
+                if s.parse::<Service>().is_err() {
+                    problems.push(format!(
+                        "fault `{}`: `{s}` is not a reference fleet service (gateway, orders, inventory, payments, notifications)",
+                        f.name
+                    ));
+                }
+            }
+            Target::Pid(_) => {
+                if matches!(f.kind, FaultKind::Network(_) | FaultKind::Http(_)) {
+                    problems.push(format!(
+                        "fault `{}`: network and HTTP faults on a bare PID need a privileged agent; local mode injects them through the fleet's proxies, so target a service",
+                        f.name
+                    ));
+                }
+            }
+            Target::Container(_) => problems.push(format!(
+                "fault `{}`: container targets need `--env compose`",
+                f.name
+            )),
+            Target::Pods(_) => problems.push(format!(
+                "fault `{}`: pod selectors need Kubernetes (`kubectl apply`)",
+                f.name
+            )),
+        }
+        if matches!(f.kind, FaultKind::Container(_)) {
+            problems.push(format!(
+                "fault `{}`: container faults need `--env compose`",
+                f.name
+            ));
+        }
+    }
+    if let Some(load) = &experiment.spec.load
+        && let LoadTarget::Service(s) = &load.target
+        && s.parse::<Service>().is_err()
+    {
+        problems.push(format!(
+            "load.target: `{s}` is not a reference fleet service"
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RunError::InvalidInput(problems.join("; ")))
+    }
+}
+
+impl LocalEnvironment {
+    /// Starts the agent, the fleet wired through its proxies, and the scraper.
+    /// Must run on a multi-threaded runtime (proxy creation happens inside the
+    /// launcher's synchronous wiring callback).
+    pub async fn start(
+        experiment: &Experiment,
+        options: LocalOptions,
+    ) -> Result<LocalEnvironment, RunError> {
+        let infra = |what: &str, e: &dyn std::fmt::Display| {
+            RunError::Infrastructure(format!("local environment: {what}: {e}"))
+        };
+        let (agent, _) = Agent::start(AgentConfig::default())
+            .await
+            .map_err(|e| infra("starting the in-process agent", &e))?;
+        let mut launch = LaunchOptions::current_exe().map_err(|e| infra("launcher", &e))?;
+        if let Ok(v) = std::env::var("FL_RESILIENCE") {
+            launch = launch.env("FL_RESILIENCE", v);
+        }
+        for (k, v) in &options.fleet_env {
+            launch = launch.env(k.clone(), v.clone());
+        }
+        launch = launch.logs(match &options.log_dir {
+            Some(dir) => ChildLogs::Dir(dir.clone()),
+            None => ChildLogs::Discard,
+        });
+        let wire_error: Arc<Mutex<Option<String>>> = Arc::default();
+        let fleet = {
+            let agent = agent.clone();
+            let wire_error = Arc::clone(&wire_error);
+            let rt = tokio::runtime::Handle::current();
+            Fleet::start_wired(launch, move |edge, upstream| {
+                let id = proxy_id(edge.from.name(), edge.to);
+                // The launcher's wiring callback is synchronous; proxy creation is a bind.
+                let created =
+                    tokio::task::block_in_place(|| rt.block_on(agent.create_proxy(&id, upstream)));
+                match created {
+                    Ok(listen) => listen,
+                    Err(e) => {
+                        wire_error
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(format!("proxy {id}: {e}"));
+                        upstream
+                    }
+                }
+            })
+            .await
+            .map_err(|e| infra("starting the reference fleet", &e))?
+        };
+        let wired = wire_error.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(e) = wired {
+            fleet.stop().await;
+            return Err(infra("wiring the fleet through the agent", &e));
+        }
+        let load_edge = match experiment.spec.load.as_ref().map(|l| &l.target) {
+            Some(LoadTarget::Service(s)) => {
+                let service: Service = s
+                    .parse()
+                    .map_err(|e| RunError::InvalidInput(format!("load.target: {e}")))?;
+                let id = proxy_id("load", service);
+                match agent.create_proxy(&id, fleet.addr(service)).await {
+                    Ok(listen) => Some((service, listen)),
+                    Err(e) => {
+                        fleet.stop().await;
+                        return Err(infra("creating the load proxy", &e));
+                    }
+                }
+            }
+            _ => None,
+        };
+        let targets = fleet
+            .metrics_targets()
+            .into_iter()
+            .map(|(s, url)| ScrapeTarget {
+                instance: s.name().to_string(),
+                url,
+            })
+            .collect();
+        let scraper = match EmbeddedScraper::new(targets, Duration::from_secs(1)) {
+            Ok(s) => s,
+            Err(e) => {
+                fleet.stop().await;
+                return Err(infra("embedded scraper", &e));
+            }
+        };
+        let scraper_stop = CancellationToken::new();
+        // The task ends with the token; shutdown cancels it.
+        drop(scraper.spawn(scraper_stop.clone()));
+        let addrs = Service::START_ORDER
+            .iter()
+            .map(|s| (*s, fleet.addr(*s)))
+            .collect();
+        Ok(LocalEnvironment {
+            handle: Arc::new(LocalAgent(agent.clone())),
+            agent,
+            fleet: Mutex::new(Some(fleet)),
+            addrs,
+            load_edge,
+            scraper,
+            scraper_stop,
+            server_backend: options.server_backend,
+        })
+    }
+
+    fn pid(&self, service: Service) -> Option<u32> {
+        self.fleet
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|f| f.pid(service))
+    }
+
+    fn proxies_into(&self, service: Service) -> Vec<String> {
+        let mut out: Vec<String> = EDGES
+            .iter()
+            .filter(|e| e.to == service)
+            .map(|e| proxy_id(e.from.name(), e.to))
+            .collect();
+        if let Some((s, _)) = self.load_edge
+            && s == service
+        {
+            out.push(proxy_id("load", s));
+        }
+        out
+    }
+
+    fn proxies_out_of(&self, service: Service) -> Vec<String> {
+        EDGES
+            .iter()
+            .filter(|e| e.from == service)
+            .map(|e| proxy_id(e.from.name(), e.to))
+            .collect()
+    }
+
+    fn resolve_now(&self, fault: &Fault) -> Result<Vec<Placement>, RunError> {
+        let target = match &fault.target {
+            Target::Service(name) => {
+                let service: Service = name
+                    .parse()
+                    .map_err(|e| RunError::InvalidInput(format!("fault `{}`: {e}", fault.name)))?;
+                let pid = self.pid(service).ok_or_else(|| {
+                    RunError::Infrastructure(format!(
+                        "fault `{}`: {service} is not running right now",
+                        fault.name
+                    ))
+                })?;
+                let proxies = match &fault.kind {
+                    FaultKind::Network(n) => match n.direction {
+                        Direction::Ingress => self.proxies_into(service),
+                        Direction::Egress => self.proxies_out_of(service),
+                        Direction::Both => {
+                            let mut p = self.proxies_into(service);
+                            p.extend(self.proxies_out_of(service));
+                            p
+                        }
+                    },
+                    FaultKind::Http(_) => self.proxies_into(service),
+                    _ => Vec::new(),
+                };
+                if matches!(fault.kind, FaultKind::Network(_) | FaultKind::Http(_))
+                    && proxies.is_empty()
+                {
+                    return Err(RunError::InvalidInput(format!(
+                        "fault `{}`: {service} has no traffic in that direction to fault in local mode (it calls no upstream)",
+                        fault.name
+                    )));
+                }
+                ResolvedTarget {
+                    name: service.name().to_string(),
+                    pid: Some(pid),
+                    proxies,
+                    ..Default::default()
+                }
+            }
+            Target::Pid(pid) => ResolvedTarget {
+                name: format!("pid {pid}"),
+                pid: Some(*pid),
+                ..Default::default()
+            },
+            Target::Container(_) | Target::Pods(_) => {
+                return Err(RunError::InvalidInput(format!(
+                    "fault `{}`: this target needs another mode than local",
+                    fault.name
+                )));
+            }
+        };
+        Ok(vec![Placement {
+            target,
+            agent: Arc::clone(&self.handle),
+        }])
+    }
+}
+
+impl Environment for LocalEnvironment {
+    fn mode(&self) -> RunMode {
+        RunMode::Local
+    }
+
+    fn resolve<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<Vec<Placement>, RunError>> {
+        Box::pin(async move { self.resolve_now(fault) })
+    }
+
+    fn agents(&self) -> Vec<Arc<dyn AgentHandle>> {
+        vec![Arc::clone(&self.handle)]
+    }
+
+    fn slo_backend(&self) -> Arc<dyn SloBackend> {
+        if let Some(b) = &self.server_backend {
+            return Arc::clone(b);
+        }
+        Arc::new(self.scraper.backend())
+    }
+
+    fn load_url(&self, target: &LoadTarget) -> Result<String, RunError> {
+        match target {
+            LoadTarget::Url(u) => Ok(u.clone()),
+            LoadTarget::Service(s) => {
+                let service: Service = s
+                    .parse()
+                    .map_err(|e| RunError::InvalidInput(format!("load.target: {e}")))?;
+                if let Some((svc, addr)) = self.load_edge
+                    && svc == service
+                {
+                    return Ok(format!("http://{addr}"));
+                }
+                self.addrs
+                    .iter()
+                    .find(|(s, _)| *s == service)
+                    .map(|(_, a)| format!("http://{a}"))
+                    .ok_or_else(|| RunError::InvalidInput(format!("load.target: {s}")))
+            }
+        }
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Faults first (the runner reverted them; this catches anything left), then
+            // traffic sources, then the fleet.
+            self.agent.revert_all().await;
+            self.scraper_stop.cancel();
+            for p in self.agent.proxies() {
+                let _ = self.agent.remove_proxy(&p.id);
+            }
+            let fleet = self.fleet.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(fleet) = fleet {
+                fleet.stop().await;
+            }
+        })
+    }
+}

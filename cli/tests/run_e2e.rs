@@ -1,0 +1,436 @@
+//! End-to-end tests of `chaos run` with the real binary, the real reference fleet, the
+//! in-process agent and real faults (issue 7's "done when" list).
+//!
+//! Each real run takes up to about a minute; the tests hold one lock so they never run
+//! at the same time (they share two cores, and the resilient run's verdict must not
+//! depend on a neighbour's CPU use).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn chaos() -> &'static str {
+    env!("CARGO_BIN_EXE_chaos")
+}
+
+fn quickstart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/quickstart.yaml")
+}
+
+/// PIDs of live processes whose environment holds `FL_TEST_MARKER=<marker>`: the fleet
+/// services a run started (they inherit `--set-env`).
+fn marked_processes(marker: &str) -> Vec<u32> {
+    let needle = format!("FL_TEST_MARKER={marker}");
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            // Zombies are gone as far as resources go, but we want none at all.
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn marker(name: &str) -> String {
+    format!("{name}-{}-{}", std::process::id(), rand_suffix())
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+struct Outputs {
+    _dir: tempfile::TempDir,
+    json: PathBuf,
+    junit: PathBuf,
+    html: PathBuf,
+}
+
+fn outputs() -> Result<Outputs> {
+    let dir = tempfile::tempdir()?;
+    Ok(Outputs {
+        json: dir.path().join("report.json"),
+        junit: dir.path().join("junit.xml"),
+        html: dir.path().join("report.html"),
+        _dir: dir,
+    })
+}
+
+fn command(out: &Outputs, marker: &str) -> Command {
+    let mut c = Command::new(chaos());
+    c.arg("run")
+        .arg(quickstart())
+        .arg("--json")
+        .arg(&out.json)
+        .arg("--junit")
+        .arg(&out.junit)
+        .arg("--html")
+        .arg(&out.html)
+        .arg("--set-env")
+        .arg(format!("FL_TEST_MARKER={marker}"))
+        .env("NO_COLOR", "1")
+        .env_remove("FL_RESILIENCE");
+    c
+}
+
+fn wait_gone(marker: &str, limit: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = marked_processes(marker);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn slo<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["slos"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+#[test]
+fn quickstart_passes_with_resilience_on_and_leaves_no_process_behind() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = outputs()?;
+    let m = marker("pass");
+    let output = command(&out, &m)
+        .arg("--no-progress")
+        .output()
+        .context("running chaos")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("PASS"), "{stdout}");
+
+    let report = read_json(&out.json)?;
+    assert_eq!(report["verdict"]["outcome"], "pass");
+    for name in ["gateway-errors", "gateway-p99", "client-errors"] {
+        let s = slo(&report, name);
+        assert_eq!(s["verdict"], "pass", "{name}: {s}");
+        // One judged sample per second from t=10s to the end (~50 of them).
+        assert!(s["samples"].as_array().map_or(0, Vec::len) >= 40, "{name}");
+    }
+    // Every fault was applied, had an effect and was reverted.
+    let faults = report["faults"].as_array().context("faults")?;
+    assert_eq!(faults.len(), 3);
+    for f in faults {
+        assert_eq!(f["status"], "reverted", "{f}");
+        assert!(f["appliedMs"].is_i64() && f["revertedMs"].is_i64(), "{f}");
+    }
+    let recovery = &report["recovery"];
+    assert_eq!(recovery["passed"], true, "{recovery}");
+    let junit = std::fs::read_to_string(&out.junit)?;
+    assert!(!junit.contains("<failure"), "{junit}");
+
+    let left = wait_gone(&m, Duration::from_secs(2));
+    assert!(
+        left.is_empty(),
+        "fleet processes left after the run: {left:?}"
+    );
+    render_html(&out.html)?;
+    Ok(())
+}
+
+#[test]
+fn quickstart_without_resilience_fails_names_the_slo_and_reverts_within_a_second_of_abort()
+-> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = outputs()?;
+    let m = marker("fragile");
+    let output = command(&out, &m)
+        .arg("--no-progress")
+        .env("FL_RESILIENCE", "off")
+        .output()
+        .context("running chaos")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+
+    let report = read_json(&out.json)?;
+    assert_eq!(
+        report["verdict"]["outcome"], "aborted",
+        "{}",
+        report["verdict"]
+    );
+    let reason = report["verdict"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("gateway-errors"), "{reason}");
+    assert_eq!(slo(&report, "gateway-errors")["verdict"], "fail");
+
+    // JUnit names the failing SLO as a failing testcase.
+    let junit = std::fs::read_to_string(&out.junit)?;
+    let failing = faultline_controller::schedule::process::failing_testcases(&junit);
+    assert!(
+        failing.iter().any(|t| t.contains("gateway-errors")),
+        "{failing:?}\n{junit}"
+    );
+
+    // The abort fired after the condition held for its `for: 5s`, and every fault was
+    // reverted within 1 s of that evaluation.
+    let abort = &report["abort"];
+    let since = abort["sinceMs"].as_i64().context("sinceMs")?;
+    let triggered = abort["triggeredMs"].as_i64().context("triggeredMs")?;
+    assert!(triggered - since >= 4_900, "{abort}");
+    for f in report["faults"].as_array().context("faults")? {
+        let reverted = f["revertedMs"].as_i64().context("revertedMs")?;
+        let lag = reverted - triggered;
+        eprintln!("{}: reverted {lag} ms after the abort", f["name"]);
+        assert!(
+            (0..=1_000).contains(&lag),
+            "{} reverted {lag} ms after the abort",
+            f["name"]
+        );
+    }
+    let left = wait_gone(&m, Duration::from_secs(2));
+    assert!(
+        left.is_empty(),
+        "fleet processes left after the run: {left:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn sigint_mid_run_reverts_faults_stops_the_fleet_and_reports_aborted() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = outputs()?;
+    let m = marker("sigint");
+    // Progress lines on stderr (not a terminal: one plain line per second) tell us when
+    // the faults are active.
+    let mut child = command(&out, &m)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawning chaos")?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(line) => {
+                let active = line.contains("faults: ");
+                seen.push(line);
+                if active {
+                    break;
+                }
+            }
+            Err(_) if Instant::now() > deadline => {
+                let _ = child.kill();
+                bail!("faults never became active:\n{}", seen.join("\n"));
+            }
+            Err(_) => {}
+        }
+    }
+    let running = marked_processes(&m);
+    assert_eq!(running.len(), 5, "the five fleet services run: {running:?}");
+    let sent = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id())?),
+        nix::sys::signal::Signal::SIGINT,
+    )?;
+    let status = child.wait()?;
+    eprintln!("chaos exited {:?} after SIGINT", sent.elapsed());
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        sent.elapsed() < Duration::from_secs(15),
+        "stopping took {:?}",
+        sent.elapsed()
+    );
+
+    let report = read_json(&out.json)?;
+    assert_eq!(report["verdict"]["outcome"], "aborted");
+    assert!(
+        report["abort"]["condition"]
+            .as_str()
+            .is_some_and(|c| c.contains("SIGINT")),
+        "{}",
+        report["abort"]
+    );
+    for f in report["faults"].as_array().context("faults")? {
+        assert!(f["revertedMs"].is_i64(), "fault left unreverted: {f}");
+    }
+    // The fleet processes are gone (the proxies and stress threads lived in the chaos
+    // process, which has exited), and none of their ports still listens.
+    let left = wait_gone(&m, Duration::from_secs(2));
+    assert!(
+        left.is_empty(),
+        "fleet processes left after SIGINT: {left:?}"
+    );
+    for pid in running {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} still exists"
+        );
+    }
+    Ok(())
+}
+
+fn find_chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|bin| {
+            Command::new(bin)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+}
+
+/// Screenshots a real run's HTML report in headless Chromium and checks it is not blank.
+fn render_html(page: &Path) -> Result<()> {
+    let Some(bin) = find_chromium() else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            bail!("chromium is required under CI: apt-get install -y chromium");
+        }
+        eprintln!(
+            "SKIP: chromium not found (apt-get install -y chromium); real-run HTML not rendered"
+        );
+        return Ok(());
+    };
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("faultline-quickstart-report.png");
+    let _ = std::fs::remove_file(&shot);
+    let profile = tempfile::tempdir()?;
+    let mut child = Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            "--window-size=1200,2400",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", page.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("chromium did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let len = std::fs::metadata(&shot)?.len();
+    eprintln!("SCREENSHOT {} ({len} bytes)", shot.display());
+    // A blank 1200x2400 PNG compresses to a few kB; a page with charts and tables is far larger.
+    assert!(len > 30_000, "screenshot looks blank: {len} bytes");
+    let html = std::fs::read_to_string(page)?;
+    assert_eq!(html.matches("<svg class=\"sli-chart\"").count(), 3);
+    Ok(())
+}
+
+#[test]
+fn dry_run_resolves_and_preflights_injects_nothing_and_exits_0() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = outputs()?;
+    let m = marker("dry");
+    let started = Instant::now();
+    let output = command(&out, &m)
+        .arg("--dry-run")
+        .arg("--no-progress")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "a dry run does not run the experiment"
+    );
+    let report = read_json(&out.json)?;
+    let faults = report["faults"].as_array().context("faults")?;
+    assert_eq!(faults.len(), 3);
+    for f in faults {
+        assert_eq!(f["status"], "skipped", "{f}");
+        // Resolved against the running fleet: a PID, and proxies for the proxy faults.
+        assert!(f["target"]["pid"].as_u64().is_some_and(|p| p > 0), "{f}");
+    }
+    let latency = faults
+        .iter()
+        .find(|f| f["name"] == "payments-latency")
+        .context("payments-latency")?;
+    assert_eq!(
+        latency["target"]["proxies"],
+        serde_json::json!(["orders->payments"])
+    );
+    assert!(wait_gone(&m, Duration::from_secs(2)).is_empty());
+    Ok(())
+}
+
+#[test]
+fn invalid_experiments_and_targets_this_mode_cannot_reach_exit_2_before_starting_anything()
+-> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: faultline.dev/v1alpha1\nkind: Experiment\nmetadata: {name: x}\nspec: {duration: 10s, slos: [], faults: [], bogus: 1}\n",
+    )?;
+    let output = Command::new(chaos()).arg("run").arg(&bad).output()?;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("bogus"));
+
+    let text = std::fs::read_to_string(quickstart())?.replace(
+        "target: {service: notifications}",
+        "target: {container: notifications}",
+    );
+    let container = dir.path().join("container.yaml");
+    std::fs::write(&container, text)?;
+    let json = dir.path().join("r.json");
+    let output = Command::new(chaos())
+        .arg("run")
+        .arg(&container)
+        .arg("--json")
+        .arg(&json)
+        .output()?;
+    assert_eq!(output.status.code(), Some(2));
+    let report = read_json(&json)?;
+    assert_eq!(report["verdict"]["outcome"], "invalidInput");
+    assert!(
+        report["verdict"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("--env compose")),
+        "{}",
+        report["verdict"]
+    );
+    Ok(())
+}
