@@ -1,0 +1,331 @@
+//! The crash journal in `--state-dir`.
+//!
+//! Proxies and stress workers die with the agent, but a stopped process stays stopped
+//! when the agent is SIGKILLed. So before any fault is applied, a record saying how to
+//! undo it is appended to `journal.log` and fsynced; a revert appends a matching record.
+//! When the agent starts, every apply without a revert is a leftover and is reverted.
+//!
+//! Each record is one line: the CRC-32 of the JSON in hex, a space, the JSON. A torn
+//! last line (the agent died mid-write) or a line whose checksum does not match is
+//! reported and skipped; it never stops the agent from starting.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use faultline_spec::wire::{FaultId, FaultRequest};
+use serde::{Deserialize, Serialize};
+
+/// File name of the journal inside the state directory.
+pub const JOURNAL_FILE: &str = "journal.log";
+
+/// Journal failures. Reading problems are not errors: they are reported in [`Replay`].
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The state directory or journal file could not be created, written or synced.
+    #[error("journal {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How to undo a fault after the agent died.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum RevertRecord {
+    /// The fault lives in agent threads or tasks and died with the agent: nothing to do.
+    DiesWithAgent,
+    /// A process was stopped: continue it, but only if it is still the same process.
+    /// `start_time` is field 22 of `/proc/PID/stat` (clock ticks since boot), which
+    /// differs for a recycled PID.
+    ContinueProcess {
+        /// The stopped PID.
+        pid: u32,
+        /// Its start time when it was stopped.
+        start_time: u64,
+    },
+    /// An nftables table in a network namespace: delete it. Its rules have stopped
+    /// matching by themselves when the lease sets' elements timed out.
+    NftTable {
+        /// The namespace, checked by identity before anything is deleted.
+        netns: crate::netns::NetnsRef,
+        /// The table (family `inet`).
+        table: String,
+    },
+    /// An nft redirect table (family `ip`) of a redirect proxy: delete it.
+    RedirectTable {
+        /// The namespace, checked by identity before anything is deleted.
+        netns: crate::netns::NetnsRef,
+        /// The table.
+        table: String,
+    },
+    /// tc qdiscs and an ifb device of a bandwidth fault: remove them.
+    TcShaping {
+        /// The namespace, checked by identity before anything is removed.
+        netns: crate::netns::NetnsRef,
+        /// What was changed.
+        shaping: crate::tc::Shaping,
+    },
+    /// A paused Docker container: unpause it.
+    UnpauseContainer {
+        /// Container id.
+        container_id: String,
+    },
+}
+
+/// One journal line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Record {
+    /// Written and fsynced before a fault is applied.
+    Apply {
+        /// The request as applied.
+        request: Box<FaultRequest>,
+        /// How to undo it after a crash.
+        revert: RevertRecord,
+    },
+    /// Written after a fault was reverted (or failed to apply).
+    Revert {
+        /// The fault id.
+        id: FaultId,
+    },
+}
+
+/// What a journal held when it was read at start-up.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Applies without a matching revert, in journal order.
+    pub leftovers: Vec<(FaultRequest, RevertRecord)>,
+    /// Torn or corrupt lines: `line N: why`. They were skipped.
+    pub problems: Vec<String>,
+}
+
+/// The open journal, appending records.
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    file: File,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn encode(record: &Record) -> String {
+    let json = serde_json::to_string(record).expect("journal records always serialize");
+    format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()))
+}
+
+fn decode(line: &str) -> Result<Record, String> {
+    let (crc, json) = line
+        .split_once(' ')
+        .ok_or_else(|| "no checksum separator".to_string())?;
+    let crc = u32::from_str_radix(crc, 16).map_err(|_| format!("bad checksum field `{crc}`"))?;
+    if crc32fast::hash(json.as_bytes()) != crc {
+        return Err("checksum mismatch".into());
+    }
+    serde_json::from_str(json).map_err(|e| format!("unreadable record: {e}"))
+}
+
+/// Reads the journal in `dir` (a missing journal is empty) and returns its leftovers.
+pub fn replay(dir: &Path) -> Result<Replay, JournalError> {
+    let path = dir.join(JOURNAL_FILE);
+    let mut bytes = Vec::new();
+    match File::open(&path) {
+        Ok(mut f) => {
+            f.read_to_end(&mut bytes).map_err(io_err(&path))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&path)(e)),
+    }
+    let mut replay = Replay::default();
+    let mut open: BTreeMap<FaultId, (usize, FaultRequest, RevertRecord)> = BTreeMap::new();
+    let text = String::from_utf8_lossy(&bytes);
+    let ends_with_newline = text.ends_with('\n');
+    let lines: Vec<&str> = text.split('\n').collect();
+    for (i, line) in lines.iter().enumerate() {
+        let last = i + 1 == lines.len();
+        if line.is_empty() {
+            continue;
+        }
+        if last && !ends_with_newline {
+            replay
+                .problems
+                .push(format!("line {}: torn record (no newline), skipped", i + 1));
+            continue;
+        }
+        match decode(line) {
+            Ok(Record::Apply { request, revert }) => {
+                open.insert(request.id.clone(), (i, *request, revert));
+            }
+            Ok(Record::Revert { id }) => {
+                open.remove(&id);
+            }
+            Err(why) => replay
+                .problems
+                .push(format!("line {}: {why}, skipped", i + 1)),
+        }
+    }
+    let mut left: Vec<_> = open.into_values().collect();
+    left.sort_by_key(|(i, _, _)| *i);
+    replay.leftovers = left.into_iter().map(|(_, r, v)| (r, v)).collect();
+    Ok(replay)
+}
+
+impl Journal {
+    /// Starts a fresh journal in `dir` that holds only `keep` (leftovers that could not be
+    /// reverted, so the next start tries again). The new file replaces the old one
+    /// atomically: written to a temporary file, fsynced, renamed, and the directory fsynced.
+    pub fn create(dir: &Path, keep: &[(FaultRequest, RevertRecord)]) -> Result<Self, JournalError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let path = dir.join(JOURNAL_FILE);
+        let tmp = dir.join(format!("{JOURNAL_FILE}.tmp"));
+        {
+            let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+            for (request, revert) in keep {
+                let line = encode(&Record::Apply {
+                    request: Box::new(request.clone()),
+                    revert: revert.clone(),
+                });
+                f.write_all(line.as_bytes()).map_err(io_err(&tmp))?;
+            }
+            f.sync_all().map_err(io_err(&tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Appends one record and fsyncs it before returning.
+    pub fn append(&mut self, record: &Record) -> Result<(), JournalError> {
+        let path = self.dir.join(JOURNAL_FILE);
+        self.file
+            .write_all(encode(record).as_bytes())
+            .map_err(io_err(&path))?;
+        self.file.sync_data().map_err(io_err(&path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultline_spec::wire::ResolvedTarget;
+    use faultline_spec::{FaultKind, ProcessFault, Signal};
+
+    fn request(id: &str) -> FaultRequest {
+        FaultRequest {
+            id: id.into(),
+            experiment: "exp".into(),
+            target: ResolvedTarget {
+                name: "svc".into(),
+                pid: Some(42),
+                ..Default::default()
+            },
+            fault: FaultKind::Process(ProcessFault {
+                signal: Signal::Stop,
+            }),
+            ttl: faultline_spec::Duration::from_secs(30),
+        }
+    }
+
+    fn stop(pid: u32) -> RevertRecord {
+        RevertRecord::ContinueProcess { pid, start_time: 7 }
+    }
+
+    #[test]
+    fn applies_without_revert_are_leftovers_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path(), &[]).unwrap();
+        for id in ["a", "b", "c"] {
+            j.append(&Record::Apply {
+                request: Box::new(request(id)),
+                revert: stop(1),
+            })
+            .unwrap();
+        }
+        j.append(&Record::Revert { id: "b".into() }).unwrap();
+        let r = replay(dir.path()).unwrap();
+        let ids: Vec<_> = r.leftovers.iter().map(|(q, _)| q.id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"]);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+    }
+
+    #[test]
+    fn torn_and_corrupt_records_are_reported_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path(), &[]).unwrap();
+        j.append(&Record::Apply {
+            request: Box::new(request("good")),
+            revert: stop(5),
+        })
+        .unwrap();
+        let mut line = encode(&Record::Apply {
+            request: Box::new(request("flipped")),
+            revert: stop(6),
+        });
+        // Corrupt one byte of the JSON so the checksum no longer matches.
+        line = line.replacen("flipped", "flipPed", 1);
+        let torn = encode(&Record::Apply {
+            request: Box::new(request("torn")),
+            revert: stop(7),
+        });
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(JOURNAL_FILE))
+            .unwrap();
+        f.write_all(line.as_bytes()).unwrap();
+        f.write_all(b"garbage without checksum\n").unwrap();
+        f.write_all(&torn.as_bytes()[..torn.len() / 2]).unwrap();
+        drop(f);
+
+        let r = replay(dir.path()).unwrap();
+        let ids: Vec<_> = r.leftovers.iter().map(|(q, _)| q.id.as_str()).collect();
+        assert_eq!(ids, ["good"]);
+        assert_eq!(r.problems.len(), 3, "{:?}", r.problems);
+        assert!(
+            r.problems[0].contains("checksum mismatch"),
+            "{:?}",
+            r.problems
+        );
+        assert!(r.problems[2].contains("torn"), "{:?}", r.problems);
+    }
+
+    #[test]
+    fn a_fresh_journal_keeps_only_what_is_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path(), &[]).unwrap();
+        j.append(&Record::Apply {
+            request: Box::new(request("old")),
+            revert: stop(1),
+        })
+        .unwrap();
+        drop(j);
+        let _ = Journal::create(dir.path(), &[(request("kept"), stop(2))]).unwrap();
+        let r = replay(dir.path()).unwrap();
+        assert_eq!(r.leftovers, vec![(request("kept"), stop(2))]);
+    }
+
+    #[test]
+    fn a_missing_journal_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = replay(&dir.path().join("nope")).unwrap();
+        assert!(r.leftovers.is_empty() && r.problems.is_empty());
+    }
+}

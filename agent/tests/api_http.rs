@@ -1,0 +1,270 @@
+//! The agent API over real HTTP (faultline-http server on port 0): authentication,
+//! malformed and unknown-kind bodies, idempotent apply and revert.
+
+use std::net::SocketAddr;
+
+use faultline_agent::api::{Api, Token};
+use faultline_agent::{Agent, AgentConfig};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+struct Server {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    _state: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn server() -> Server {
+    let state = tempfile::tempdir().unwrap();
+    let (agent, _) = Agent::start(AgentConfig {
+        state_dir: Some(state.path().to_path_buf()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        faultline_agent::api::serve(
+            listener,
+            Api::new(agent, Token::new(TOKEN).unwrap()),
+            s.cancelled_owned(),
+        )
+        .await
+        .unwrap();
+    });
+    Server {
+        addr,
+        stop,
+        _state: state,
+    }
+}
+
+/// One request on a fresh connection; returns status and parsed JSON body (Null if empty).
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: agent\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let status: u16 = text[9..12].parse().unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        // Decode a chunked body.
+        let mut out = String::new();
+        let mut rest = body;
+        loop {
+            let (size, tail) = rest.split_once("\r\n").unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    let value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&body).unwrap_or(Value::String(body))
+    };
+    (status, value)
+}
+
+fn memory_fault(id: &str) -> String {
+    json!({
+        "id": id,
+        "experiment": "api-test",
+        "target": {"name": "agent"},
+        "fault": {"memory": {"size": "1MiB"}},
+        "ttl": "30s"
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn requests_without_valid_credentials_get_401_and_change_nothing() {
+    let s = server().await;
+    for token in [
+        None,
+        Some("wrong-token-wrong-token"),
+        Some(&TOKEN[..TOKEN.len() - 1]),
+    ] {
+        let (status, body) = call(s.addr, "POST", "/v1/faults", token, &memory_fault("f1")).await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"], "unauthorized");
+        let (status, _) = call(s.addr, "DELETE", "/v1/faults/f1", token, "").await;
+        assert_eq!(status, 401);
+        let (status, _) = call(s.addr, "GET", "/v1/capabilities", token, "").await;
+        assert_eq!(status, 401);
+    }
+    let (status, body) = call(s.addr, "GET", "/v1/faults", Some(TOKEN), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["faults"], json!([]), "nothing was applied");
+    let (_, metrics) = call(s.addr, "GET", "/metrics", None, "").await;
+    assert!(
+        !metrics
+            .as_str()
+            .unwrap()
+            .contains("faultline_agent_fault_applies_total{"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_gets_400_and_an_unknown_fault_kind_422_with_json_errors() {
+    let s = server().await;
+    let (status, body) = call(s.addr, "POST", "/v1/faults", Some(TOKEN), "{\"id\": ").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "malformed");
+    let unknown = json!({
+        "id": "f1", "experiment": "e", "target": {"name": "t"},
+        "fault": {"meteor": {"size": "large"}}, "ttl": "30s"
+    })
+    .to_string();
+    let (status, body) = call(s.addr, "POST", "/v1/faults", Some(TOKEN), &unknown).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"], "unknown_fault_kind");
+    assert!(
+        body["message"].as_str().unwrap().contains("meteor"),
+        "{body}"
+    );
+    let (status, body) = call(
+        s.addr,
+        "POST",
+        "/v1/faults/f1/renew",
+        Some(TOKEN),
+        "not json",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (_, list) = call(s.addr, "GET", "/v1/faults", Some(TOKEN), "").await;
+    assert_eq!(list["faults"], json!([]));
+}
+
+#[tokio::test]
+async fn apply_is_idempotent_on_the_id_and_delete_is_idempotent() {
+    let s = server().await;
+    let (status, first) = call(
+        s.addr,
+        "POST",
+        "/v1/faults",
+        Some(TOKEN),
+        &memory_fault("f1"),
+    )
+    .await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["phase"], "active");
+    assert_eq!(first["backend"], "memory");
+    assert_eq!(first["effect"]["metrics"]["bytes_held"], 1_048_576.0);
+    let (status, second) = call(
+        s.addr,
+        "POST",
+        "/v1/faults",
+        Some(TOKEN),
+        &memory_fault("f1"),
+    )
+    .await;
+    assert_eq!(
+        status, 201,
+        "a repeated apply replays the first answer: {second}"
+    );
+    assert_eq!(second, first, "same state, nothing applied twice");
+    assert_eq!(second["appliedAtMs"], first["appliedAtMs"]);
+    assert_eq!(second["lease"], first["lease"]);
+    let (_, list) = call(s.addr, "GET", "/v1/faults", Some(TOKEN), "").await;
+    assert_eq!(list["faults"].as_array().unwrap().len(), 1);
+
+    let (status, renewed) = call(
+        s.addr,
+        "POST",
+        "/v1/faults/f1/renew",
+        Some(TOKEN),
+        "{\"ttl\": \"60s\"}",
+    )
+    .await;
+    assert_eq!(status, 200, "{renewed}");
+    assert_eq!(renewed["lease"]["renewals"], 1);
+    assert_eq!(renewed["lease"]["ttl"], "1m");
+
+    let (status, gone) = call(s.addr, "DELETE", "/v1/faults/f1", Some(TOKEN), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(gone["phase"], "reverted");
+    let (status, again) = call(s.addr, "DELETE", "/v1/faults/f1", Some(TOKEN), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(again, gone);
+    let (status, _) = call(s.addr, "DELETE", "/v1/faults/never", Some(TOKEN), "").await;
+    assert_eq!(status, 204);
+    let (status, body) = call(
+        s.addr,
+        "POST",
+        "/v1/faults/f1/renew",
+        Some(TOKEN),
+        "{\"ttl\": \"60s\"}",
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("not_active")));
+    let (_, list) = call(s.addr, "GET", "/v1/faults", Some(TOKEN), "").await;
+    assert_eq!(list["faults"], json!([]));
+    let (_, metrics) = call(s.addr, "GET", "/metrics", None, "").await;
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics.contains("faultline_agent_fault_applies_total{kind=\"memory\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("faultline_agent_fault_reverts_total{kind=\"memory\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("faultline_agent_active_faults{kind=\"memory\"} 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn capabilities_and_health_answer() {
+    let s = server().await;
+    let (status, caps) = call(s.addr, "GET", "/v1/capabilities", Some(TOKEN), "").await;
+    assert_eq!(status, 200);
+    assert!(
+        caps["faultKinds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k == "process"),
+        "{caps}"
+    );
+    assert!(caps["pidfd"].is_boolean(), "{caps}");
+    let (status, _) = call(s.addr, "GET", "/healthz", None, "").await;
+    assert_eq!(status, 200);
+}

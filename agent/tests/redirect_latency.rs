@@ -1,0 +1,170 @@
+//! Latency for a node target through the nft-redirect proxy, in network namespaces the
+//! test creates; the delay is measured at the client. Runs as root (scripts/ci).
+
+mod netns_common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use faultline_agent::{Agent, AgentConfig};
+use faultline_spec::wire::{FaultRequest, ResolvedTarget};
+use faultline_spec::{Direction, FaultKind, Latency, NetworkAction, NetworkFault};
+use netns_common::NetPair;
+
+fn echo(listener: std::net::TcpListener) {
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let _ = s.set_nodelay(true);
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Mean round trip of `n` small echoes on one connection from the client namespace.
+fn mean_rtt(pair: &NetPair, addr: SocketAddr, n: usize) -> Duration {
+    mean_rtt_from(&pair.client, addr, n)
+}
+
+/// Mean round trip of `n` small echoes on one connection from namespace `ns`.
+fn mean_rtt_from(ns: &str, addr: SocketAddr, n: usize) -> Duration {
+    NetPair::in_ns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut total = Duration::ZERO;
+        let mut got = [0u8; 4];
+        for _ in 0..n {
+            let start = Instant::now();
+            s.write_all(b"ping").unwrap();
+            s.read_exact(&mut got).unwrap();
+            total += start.elapsed();
+        }
+        total / n as u32
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_proxy_adds_the_asked_delay_measured_at_the_client() {
+    if !netns_common::privileged_or_skip("redirect latency") {
+        return;
+    }
+    let mut pair = NetPair::new(31);
+    let pid = pair.target_pid();
+    let (l, addr) = pair.target_listener();
+    echo(l);
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, _) = Agent::start(AgentConfig {
+        state_dir: Some(dir.path().join("state")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let base = tokio::task::block_in_place(|| mean_rtt(&pair, addr, 50));
+
+    let delay = Duration::from_millis(50);
+    let out = agent
+        .apply(FaultRequest {
+            id: "lat".into(),
+            experiment: "redirect".into(),
+            target: ResolvedTarget {
+                name: "target".into(),
+                pid: Some(pid),
+                ..Default::default()
+            },
+            fault: FaultKind::Network(NetworkFault {
+                action: NetworkAction::Latency(Latency {
+                    delay: faultline_spec::Duration::from_millis(50),
+                    jitter: Default::default(),
+                    correlation: None,
+                    distribution: Default::default(),
+                }),
+                direction: Direction::Ingress,
+                peers: Vec::new(),
+                ports: vec![addr.port()],
+                backend: Default::default(),
+            }),
+            ttl: faultline_spec::Duration::from_secs(60),
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.state.backend, "redirect");
+    let faulty = tokio::task::block_in_place(|| mean_rtt(&pair, addr, 100));
+    let added = faulty.saturating_sub(base);
+    let effect = agent.get("lat").unwrap().effect;
+    eprintln!(
+        "redirect latency 50ms: client mean RTT {base:?} -> {faulty:?}, added {added:?}; agent: {}",
+        effect.summary
+    );
+    let err = added.as_secs_f64() * 1e3 - delay.as_secs_f64() * 1e3;
+    assert!(err.abs() <= 2.0, "added {added:?}, asked {delay:?}");
+
+    agent.revert("lat").await.unwrap();
+    assert!(!pair.tables().contains("faultline_"), "{}", pair.tables());
+    let after = tokio::task::block_in_place(|| mean_rtt(&pair, addr, 50));
+    assert!(
+        after < base + Duration::from_millis(5),
+        "{base:?} -> {after:?} after revert"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_latency_delays_the_targets_own_calls_and_the_proxy_is_not_redirected_again() {
+    if !netns_common::privileged_or_skip("redirect egress latency") {
+        return;
+    }
+    let mut pair = NetPair::new(32);
+    let pid = pair.target_pid();
+    // The target calls a server in the client namespace.
+    let (l, addr) = pair.client_listener();
+    echo(l);
+    let (agent, _) = Agent::start(AgentConfig::default()).await.unwrap();
+    let target_ns = pair.target.clone();
+    let base = tokio::task::block_in_place(|| mean_rtt_from(&target_ns, addr, 50));
+    let out = agent
+        .apply(FaultRequest {
+            id: "egress".into(),
+            experiment: "redirect".into(),
+            target: ResolvedTarget {
+                name: "target".into(),
+                pid: Some(pid),
+                ..Default::default()
+            },
+            fault: FaultKind::Network(NetworkFault {
+                action: NetworkAction::Latency(Latency {
+                    delay: faultline_spec::Duration::from_millis(30),
+                    jitter: Default::default(),
+                    correlation: None,
+                    distribution: Default::default(),
+                }),
+                direction: Direction::Egress,
+                peers: vec![
+                    faultline_spec::Peer::parse(&format!("{}/32", pair.client_ip)).unwrap(),
+                ],
+                ports: Vec::new(),
+                backend: Default::default(),
+            }),
+            ttl: faultline_spec::Duration::from_secs(60),
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.state.backend, "redirect");
+    let faulty = tokio::task::block_in_place(|| mean_rtt_from(&target_ns, addr, 50));
+    let added = faulty.saturating_sub(base).as_secs_f64() * 1e3;
+    eprintln!(
+        "redirect egress latency 30ms: target-side mean RTT {base:?} -> {faulty:?} (+{added:.2} ms)"
+    );
+    // The proxy's own upstream connection carries SO_MARK and is not redirected again:
+    // otherwise the calls would loop and never be answered, or be delayed twice.
+    assert!((added - 30.0).abs() <= 2.0, "added {added} ms");
+    agent.revert("egress").await.unwrap();
+    assert!(!pair.tables().contains("faultline_"));
+}
