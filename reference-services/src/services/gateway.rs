@@ -1,0 +1,224 @@
+//! gateway: the public API. Rate limit (429) and a timeout budget in front of orders; at
+//! degradation L1 and above `GET /api/orders/{id}` falls back to its response cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use faultline_http::{HeaderValue, Method, OwnedRequest, Response, Router, handler_fn};
+use faultline_resilience::degradation::{CallResult, DegradationConfig, DegradationController};
+use faultline_resilience::ratelimit::{Quota, RateLimiter};
+
+use super::{BuildError, Built, SHED_HEADER, upstream_failure};
+use crate::Service;
+use crate::config::ServiceConfig;
+use crate::observe::Observability;
+use crate::upstream::{Upstream, UpstreamError, UpstreamPolicy};
+
+/// Most cached order responses kept for the L1 fallback.
+const CACHE_CAPACITY: usize = 10_000;
+
+struct Gateway {
+    orders: Upstream,
+    limiter: Option<RateLimiter>,
+    degradation: Option<DegradationController>,
+    cache: Mutex<HashMap<String, Bytes>>,
+    obs: Observability,
+}
+
+/// Builds the gateway.
+pub fn build(config: &ServiceConfig, obs: &Observability) -> Result<Built, BuildError> {
+    let policy = config.resilience.then_some(UpstreamPolicy {
+        attempt_timeout: config.gateway_budget,
+        deadline: config.gateway_budget,
+        retries: 0,
+        breaker_open: config.breaker_open,
+    });
+    let endpoints = config
+        .upstreams
+        .get(&Service::Orders)
+        .cloned()
+        .unwrap_or_default();
+    let limiter = if config.resilience {
+        Some(RateLimiter::new(Quota::per_second(config.rate_limit)?).with_name("gateway"))
+    } else {
+        None
+    };
+    let degradation = if config.resilience {
+        Some(
+            DegradationController::try_new(DegradationConfig {
+                window: Duration::from_secs(5),
+                hold: Duration::from_secs(3),
+                p99_threshold: Duration::from_millis(800),
+                ..DegradationConfig::default()
+            })?
+            .with_name("gateway"),
+        )
+    } else {
+        None
+    };
+    let state = Arc::new(Gateway {
+        orders: Upstream::new(Service::Orders, endpoints, policy, obs.metrics.clone())?,
+        limiter,
+        degradation,
+        cache: Mutex::new(HashMap::new()),
+        obs: obs.clone(),
+    });
+    let post = Arc::clone(&state);
+    let get = Arc::clone(&state);
+    let ready = Arc::clone(&state);
+    let router = Router::new()
+        .post(
+            "/api/orders",
+            handler_fn(move |req: OwnedRequest| {
+                let s = Arc::clone(&post);
+                async move { s.create(req).await }
+            }),
+        )
+        .get(
+            "/api/orders/{id}",
+            handler_fn(move |req: OwnedRequest| {
+                let s = Arc::clone(&get);
+                async move { s.fetch(req).await }
+            }),
+        )
+        .get(
+            "/readyz",
+            handler_fn(move |_: OwnedRequest| {
+                let s = Arc::clone(&ready);
+                async move {
+                    if s.orders.is_open() {
+                        return Response::error(503, "orders circuit breaker is open");
+                    }
+                    match s.orders.probe().await {
+                        Ok(()) => Response::json(&serde_json::json!({"ready": true})),
+                        Err(e) => Response::error(503, &format!("orders not reachable: {e}")),
+                    }
+                }
+            }),
+        );
+    let eval = Arc::clone(&state);
+    let mut background: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
+        Vec::new();
+    if state.degradation.is_some() {
+        background.push(Box::pin(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                if let Some(ctrl) = &eval.degradation {
+                    eval.obs.set_level(ctrl.evaluate().as_gauge() as u8);
+                }
+            }
+        }));
+    }
+    Ok(Built { router, background })
+}
+
+/// Turns an upstream reply into the gateway's response, passing status, body and the
+/// shed-by-breaker marker through.
+fn relay(resp: &faultline_http::ClientResponse) -> Response {
+    let mut out = Response::new(resp.status())
+        .with_content_type(HeaderValue::from_static("application/json"))
+        .with_body(resp.body().clone());
+    if let Some(shed) = resp.header(SHED_HEADER) {
+        out.append_header(SHED_HEADER, HeaderValue::from_bytes(shed));
+    }
+    out
+}
+
+impl Gateway {
+    fn admit(&self) -> Option<Response> {
+        let limiter = self.limiter.as_ref()?;
+        match limiter.check() {
+            Ok(()) => None,
+            Err(e) => Some(Response::error(429, "rate limit exceeded").with_header(
+                "retry-after",
+                HeaderValue::from_u64(e.retry_after.as_secs().max(1)),
+            )),
+        }
+    }
+
+    fn record(&self, started: Instant, r: &Result<faultline_http::ClientResponse, UpstreamError>) {
+        if let Some(ctrl) = &self.degradation {
+            let result = match r {
+                Ok(resp) if resp.status() >= 500 => CallResult::Error,
+                Ok(_) => CallResult::Ok,
+                Err(e) if e.is_timeout() => CallResult::Timeout,
+                Err(_) => CallResult::Error,
+            };
+            ctrl.record(started.elapsed(), result);
+        }
+    }
+
+    async fn create(&self, req: OwnedRequest) -> Response {
+        if let Some(rejected) = self.admit() {
+            return rejected;
+        }
+        let started = Instant::now();
+        let r = self
+            .orders
+            .call(Method::Post, "/orders", Some(req.body().clone()), &[])
+            .await;
+        self.record(started, &r);
+        match r {
+            Ok(resp) => {
+                if resp.status() == 201 {
+                    if let Ok(v) = resp.json::<serde_json::Value>() {
+                        if let Some(id) = v["id"].as_u64() {
+                            self.remember(id.to_string(), resp.body().clone());
+                        }
+                    }
+                }
+                relay(&resp)
+            }
+            Err(e) => upstream_failure(&e),
+        }
+    }
+
+    async fn fetch(&self, req: OwnedRequest) -> Response {
+        if let Some(rejected) = self.admit() {
+            return rejected;
+        }
+        let id = req.param("id").unwrap_or_default().to_string();
+        if id.is_empty() || id.len() > 20 || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Response::error(400, "order id must be a positive integer");
+        }
+        let started = Instant::now();
+        let r = self
+            .orders
+            .call(Method::Get, &format!("/orders/{id}"), None, &[])
+            .await;
+        self.record(started, &r);
+        match r {
+            Ok(resp) => relay(&resp),
+            Err(e) => match self.cached(&id) {
+                // L1: a slow or failing orders service is answered from the cache.
+                Some(body) if self.obs.level() >= 1 => Response::new(200)
+                    .with_content_type(HeaderValue::from_static("application/json"))
+                    .with_header("x-fallback", HeaderValue::from_static("cache"))
+                    .with_body(body),
+                _ => upstream_failure(&e),
+            },
+        }
+    }
+
+    fn remember(&self, id: String, body: Bytes) {
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(id, body);
+    }
+
+    fn cached(&self, id: &str) -> Option<Bytes> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+}
