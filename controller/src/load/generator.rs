@@ -1,0 +1,488 @@
+//! The run itself: dispatcher, connection workers, batching of measurements, report.
+
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::LoadError;
+use super::schedule::{RequestMix, Schedule};
+use super::stats::{LoadReport, LoadStats, Outcome, Sample};
+use super::transport::{HttpRequest, HttpTransport, Transport};
+use crate::slo::client::ClientMeasurements;
+
+/// Most connections one run may use; far above what the open model needs on one
+/// machine, and a bound on the number of tasks.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// How requests are paced.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// Constant arrival rate (requests per second), independent of responses.
+    Open {
+        /// Requests per second.
+        rate: f64,
+    },
+    /// Every connection sends its next request as soon as the previous one ends: the
+    /// maximum throughput, as `wrk` measures it. Latency counts from the actual send.
+    Closed,
+}
+
+/// A checked description of one load run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadConfig {
+    /// Pacing.
+    pub mode: Mode,
+    /// How long requests are scheduled (open) or sent (closed).
+    pub duration: Duration,
+    /// Most requests in flight at once, one per connection.
+    pub connections: usize,
+    /// Per-request deadline, counted from the scheduled time; past it the request is a
+    /// timeout error.
+    pub timeout: Duration,
+    /// Weight of each mix entry, in the transport's order.
+    pub weights: Vec<u32>,
+}
+
+impl LoadConfig {
+    /// The configuration and HTTP transport for an experiment's `load:` section, sending
+    /// to `base_url` (the resolved target, e.g. `http://127.0.0.1:8080`) for `duration`.
+    pub fn from_spec(
+        load: &faultline_spec::Load,
+        base_url: &str,
+        duration: Duration,
+    ) -> Result<(LoadConfig, HttpTransport), LoadError> {
+        let requests = load
+            .requests
+            .iter()
+            .map(|r| {
+                HttpRequest::new(
+                    &r.method,
+                    base_url,
+                    &r.path,
+                    r.headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    r.body.clone(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let connections = load.connections as usize;
+        let config = LoadConfig {
+            mode: Mode::Open {
+                rate: load.rate.as_per_second(),
+            },
+            duration,
+            connections,
+            timeout: load.timeout.0,
+            weights: load.requests.iter().map(|r| r.weight).collect(),
+        };
+        config.check()?;
+        Ok((config, HttpTransport::new(requests, connections)))
+    }
+
+    fn check(&self) -> Result<(), LoadError> {
+        if self.connections == 0 || self.connections > MAX_CONNECTIONS {
+            return Err(LoadError::InvalidConfig(format!(
+                "connections must be between 1 and {MAX_CONNECTIONS}, got {}",
+                self.connections
+            )));
+        }
+        if self.timeout.is_zero() {
+            return Err(LoadError::InvalidConfig(
+                "timeout must be above zero".into(),
+            ));
+        }
+        if self.duration.is_zero() {
+            return Err(LoadError::InvalidConfig(
+                "duration must be above zero".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A running load. Dropping it stops the run.
+#[derive(Debug)]
+pub struct LoadHandle {
+    stats: LoadStats,
+    cancel: CancellationToken,
+    driver: JoinHandle<Result<LoadReport, LoadError>>,
+    _stop_on_drop: DropGuard,
+}
+
+impl LoadHandle {
+    /// The live measurements.
+    pub fn stats(&self) -> &LoadStats {
+        &self.stats
+    }
+
+    /// Stops scheduling and sending; requests in flight are abandoned unrecorded.
+    /// [`LoadHandle::wait`] then returns promptly with `cancelled: true`.
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Waits for the run to end (its duration plus at most one timeout for the last
+    /// requests, or a stop) and returns the summary.
+    pub async fn wait(mut self) -> Result<LoadReport, LoadError> {
+        match (&mut self.driver).await {
+            Ok(r) => r,
+            Err(e) => Err(LoadError::TaskFailed(e.to_string())),
+        }
+    }
+}
+
+struct Shared<T> {
+    transport: T,
+    schedule: Option<Schedule>,
+    mix: RequestMix,
+    timeout: Duration,
+    start: Instant,
+    start_wall: SystemTime,
+    end: Instant,
+    /// Open model: requests released by the dispatcher.
+    released: AtomicU64,
+    /// Next request index to claim.
+    next: AtomicU64,
+    /// The dispatcher will release nothing more.
+    finished: AtomicBool,
+    notify: Notify,
+    /// Latest start of a request, nanoseconds after `start`.
+    last_start_ns: AtomicU64,
+    stats: LoadStats,
+    cancel: CancellationToken,
+}
+
+/// Starts a run on the current tokio runtime (an error outside one). Results go into `measurements` (the SLO
+/// engine's client series) and the handle's [`LoadStats`]. Cancelling `cancel` (or a
+/// parent of it) stops the run, as does [`LoadHandle::stop`] or dropping the handle.
+pub fn start<T: Transport>(
+    config: LoadConfig,
+    transport: T,
+    measurements: Arc<RwLock<ClientMeasurements>>,
+    cancel: CancellationToken,
+) -> Result<LoadHandle, LoadError> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| LoadError::NoRuntime)?;
+    config.check()?;
+    let schedule = match config.mode {
+        Mode::Open { rate } => Some(Schedule::try_new(rate, config.duration)?),
+        Mode::Closed => None,
+    };
+    let mix = RequestMix::try_new(&config.weights)?;
+    let cancel = cancel.child_token();
+    let stats = LoadStats::new(measurements);
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        transport,
+        schedule,
+        mix,
+        timeout: config.timeout,
+        start,
+        start_wall: SystemTime::now(),
+        end: start + config.duration,
+        released: AtomicU64::new(0),
+        next: AtomicU64::new(0),
+        finished: AtomicBool::new(false),
+        notify: Notify::new(),
+        last_start_ns: AtomicU64::new(0),
+        stats: stats.clone(),
+        cancel: cancel.clone(),
+    });
+    let driver = runtime.spawn(drive(shared, config.connections));
+    Ok(LoadHandle {
+        stats,
+        _stop_on_drop: cancel.clone().drop_guard(),
+        cancel,
+        driver,
+    })
+}
+
+async fn drive<T: Transport>(
+    shared: Arc<Shared<T>>,
+    connections: usize,
+) -> Result<LoadReport, LoadError> {
+    let mut tasks = JoinSet::new();
+    if let Some(schedule) = shared.schedule {
+        tasks.spawn(dispatch(Arc::clone(&shared), schedule, connections));
+        for _ in 0..connections {
+            tasks.spawn(open_worker(Arc::clone(&shared), schedule));
+        }
+    } else {
+        for _ in 0..connections {
+            tasks.spawn(closed_worker(Arc::clone(&shared)));
+        }
+    }
+    let mut failure = None;
+    while let Some(r) = tasks.join_next().await {
+        if let Err(e) = r {
+            // Stop the others: a report missing one worker's requests would lie.
+            shared.cancel.cancel();
+            failure.get_or_insert(e.to_string());
+        }
+    }
+    if let Some(e) = failure {
+        return Err(LoadError::TaskFailed(e));
+    }
+    Ok(report(&shared))
+}
+
+fn report<T>(shared: &Shared<T>) -> LoadReport {
+    let elapsed = shared.start.elapsed();
+    let stats = &shared.stats;
+    let counts = stats.counts();
+    let (started, send_lag_ms) = stats.send_lag();
+    let (mode, target_rate, scheduled, achieved_rate) = match shared.schedule {
+        Some(s) => {
+            let last = Duration::from_nanos(shared.last_start_ns.load(Ordering::Acquire));
+            let window = (last + s.interval()).as_secs_f64();
+            let achieved = if started == 0 {
+                0.0
+            } else {
+                started as f64 / window
+            };
+            (
+                "open",
+                Some(s.rate()),
+                Some(shared.released.load(Ordering::Acquire)),
+                achieved,
+            )
+        }
+        None => {
+            let window = elapsed.as_secs_f64().max(1e-9);
+            ("closed", None, None, counts.requests as f64 / window)
+        }
+    };
+    LoadReport {
+        mode,
+        target_rate,
+        scheduled,
+        started,
+        achieved_rate,
+        elapsed_secs: elapsed.as_secs_f64(),
+        cancelled: shared.cancel.is_cancelled(),
+        counts,
+        errors: counts.errors(),
+        latency_ms: stats.latency(),
+        send_lag_ms,
+        seconds: stats.series(),
+    }
+}
+
+/// Releases requests as they fall due. Sleeping until the next due time means one
+/// wake-up per request at low rates and, because tokio's timer has millisecond
+/// resolution, one wake-up per millisecond releasing a batch at high rates.
+async fn dispatch<T: Transport>(shared: Arc<Shared<T>>, schedule: Schedule, connections: usize) {
+    let total = schedule.total();
+    let mut released = 0;
+    loop {
+        let due = schedule.due(shared.start.elapsed());
+        if due > released {
+            shared.released.store(due, Ordering::Release);
+            // Wake one idle worker per new request; busy workers pick up further
+            // requests without being woken.
+            for _ in 0..(due - released).min(connections as u64) {
+                shared.notify.notify_one();
+            }
+            released = due;
+        }
+        if released >= total {
+            break;
+        }
+        let next = shared.start + schedule.offset(released);
+        tokio::select! {
+            biased;
+            _ = shared.cancel.cancelled() => break,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+    }
+    shared.finished.store(true, Ordering::Release);
+    shared.notify.notify_waiters();
+}
+
+/// Measurements a worker has not recorded yet. Recording in batches keeps the shared
+/// locks off the per-request path; the age limit keeps the live view fresh.
+struct Batch {
+    samples: Vec<Sample>,
+    since: Instant,
+}
+
+const BATCH_LEN: usize = 64;
+const BATCH_AGE: Duration = Duration::from_millis(50);
+
+impl Batch {
+    fn new() -> Self {
+        Batch {
+            samples: Vec::with_capacity(BATCH_LEN),
+            since: Instant::now(),
+        }
+    }
+
+    fn push(&mut self, s: Sample, stats: &LoadStats, now: Instant) {
+        if self.samples.is_empty() {
+            self.since = now;
+        }
+        self.samples.push(s);
+        if self.samples.len() >= BATCH_LEN || now.duration_since(self.since) >= BATCH_AGE {
+            self.flush(stats);
+        }
+    }
+
+    fn flush(&mut self, stats: &LoadStats) {
+        stats.record(&self.samples);
+        self.samples.clear();
+    }
+
+    /// Sends one request; `None` if the run was cancelled meanwhile. While the request is
+    /// in flight (a stalled server can hold it for the whole timeout), the batch is still
+    /// recorded once it is [`BATCH_AGE`] old, so the live view of earlier seconds stays
+    /// complete when it matters most.
+    async fn send_while_fresh<T: Transport>(
+        &mut self,
+        shared: &Shared<T>,
+        entry: usize,
+        timeout: Duration,
+    ) -> Option<Outcome> {
+        let mut send = pin!(shared.transport.send(entry, timeout));
+        loop {
+            let pending = !self.samples.is_empty();
+            tokio::select! {
+                biased;
+                _ = shared.cancel.cancelled() => return None,
+                o = &mut send => return Some(o),
+                _ = tokio::time::sleep_until(self.since + BATCH_AGE), if pending => {
+                    self.flush(&shared.stats);
+                }
+            }
+        }
+    }
+}
+
+impl<T> Shared<T> {
+    /// Claims the next released request, if any.
+    fn claim(&self) -> Option<u64> {
+        let released = self.released.load(Ordering::Acquire);
+        self.next
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < released).then_some(n + 1)
+            })
+            .ok()
+    }
+
+    fn wall(&self, offset: Duration) -> SystemTime {
+        self.start_wall + offset
+    }
+
+    fn note_start(&self, at: Instant) {
+        let ns = u64::try_from(at.duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
+        self.last_start_ns.fetch_max(ns, Ordering::AcqRel);
+    }
+}
+
+async fn open_worker<T: Transport>(shared: Arc<Shared<T>>, schedule: Schedule) {
+    let mut batch = Batch::new();
+    loop {
+        let index = match shared.claim() {
+            Some(i) => i,
+            None => {
+                let mut notified = pin!(shared.notify.notified());
+                notified.as_mut().enable();
+                // Check again now that a wake-up cannot be missed.
+                match shared.claim() {
+                    Some(i) => i,
+                    None => {
+                        if shared.finished.load(Ordering::Acquire)
+                            && shared.next.load(Ordering::Acquire)
+                                >= shared.released.load(Ordering::Acquire)
+                        {
+                            break;
+                        }
+                        batch.flush(&shared.stats);
+                        tokio::select! {
+                            biased;
+                            _ = shared.cancel.cancelled() => break,
+                            _ = notified => continue,
+                        }
+                    }
+                }
+            }
+        };
+        let offset = schedule.offset(index);
+        let scheduled = shared.start + offset;
+        let deadline = scheduled + shared.timeout;
+        let begin = Instant::now();
+        let sample = if begin >= deadline {
+            // It waited for a connection past its deadline: the client would have given
+            // up at the deadline, so that is its latency.
+            Sample {
+                scheduled: shared.wall(offset),
+                latency: shared.timeout,
+                send_lag: None,
+                outcome: Outcome::Timeout,
+            }
+        } else {
+            shared.note_start(begin);
+            let entry = shared.mix.pick(index);
+            let Some(outcome) = batch
+                .send_while_fresh(&shared, entry, deadline - begin)
+                .await
+            else {
+                break;
+            };
+            let end = Instant::now();
+            // A transport that overran the budget it was given still missed the deadline.
+            let outcome = if end > deadline {
+                Outcome::Timeout
+            } else {
+                outcome
+            };
+            Sample {
+                scheduled: shared.wall(offset),
+                latency: end.duration_since(scheduled),
+                send_lag: Some(begin.saturating_duration_since(scheduled)),
+                outcome,
+            }
+        };
+        batch.push(sample, &shared.stats, Instant::now());
+    }
+    batch.flush(&shared.stats);
+}
+
+async fn closed_worker<T: Transport>(shared: Arc<Shared<T>>) {
+    let mut batch = Batch::new();
+    loop {
+        let begin = Instant::now();
+        if begin >= shared.end || shared.cancel.is_cancelled() {
+            break;
+        }
+        shared.note_start(begin);
+        let index = shared.next.fetch_add(1, Ordering::Relaxed);
+        let entry = shared.mix.pick(index);
+        let Some(outcome) = batch.send_while_fresh(&shared, entry, shared.timeout).await else {
+            break;
+        };
+        let end = Instant::now();
+        let outcome = if end.duration_since(begin) > shared.timeout {
+            Outcome::Timeout
+        } else {
+            outcome
+        };
+        batch.push(
+            Sample {
+                scheduled: shared.wall(begin.duration_since(shared.start)),
+                latency: end.duration_since(begin),
+                send_lag: Some(Duration::ZERO),
+                outcome,
+            },
+            &shared.stats,
+            end,
+        );
+    }
+    batch.flush(&shared.stats);
+}

@@ -1,0 +1,243 @@
+//! JUnit XML: one `<testcase>` per SLO and per fault application, so CI systems
+//! show a run natively. A violated SLO (or one without data) is a `<failure>` whose
+//! message names the measured value and the threshold; a fault that could not be
+//! applied is an `<error>`. An aborted or errored run adds a `run` testcase saying why.
+
+use std::fmt::Write as _;
+
+use super::{FaultStatus, Outcome, ReportError, RunReport, SloVerdict};
+use crate::slo::SloStatus;
+
+/// Escapes text for XML 1.0 attribute values and character data. Characters XML 1.0
+/// cannot carry at all (most C0 controls) are replaced by U+FFFD.
+pub fn escape_xml(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn seconds(ms: i64) -> String {
+    format!("{:.3}", ms.max(0) as f64 / 1000.0)
+}
+
+/// Renders the report as a JUnit XML document.
+pub fn to_junit(report: &RunReport) -> Result<String, ReportError> {
+    let slo_failures = report
+        .slos
+        .iter()
+        .filter(|s| s.verdict != SloVerdict::Pass)
+        .count();
+    let fault_errors = report
+        .faults
+        .iter()
+        .filter(|f| f.status == FaultStatus::Failed)
+        .count();
+    let run_case = matches!(
+        report.verdict.outcome,
+        Outcome::Aborted | Outcome::Error | Outcome::InvalidInput
+    );
+    let tests = report.slos.len() + report.faults.len() + usize::from(run_case);
+    let failures =
+        slo_failures + usize::from(run_case && report.verdict.outcome == Outcome::Aborted);
+    let errors = fault_errors + usize::from(run_case && report.verdict.outcome != Outcome::Aborted);
+    let suite = escape_xml(&report.experiment.name);
+    let time = seconds(report.ended_ms - report.started_ms);
+    let timestamp = chrono::DateTime::from_timestamp_millis(report.started_ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S").to_string())
+        .unwrap_or_default();
+
+    let mut x = String::new();
+    writeln!(x, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
+    writeln!(
+        x,
+        r#"<testsuites name="faultline" tests="{tests}" failures="{failures}" errors="{errors}" time="{time}">"#
+    )?;
+    writeln!(
+        x,
+        r#"  <testsuite name="{suite}" tests="{tests}" failures="{failures}" errors="{errors}" skipped="0" time="{time}" timestamp="{timestamp}">"#
+    )?;
+    writeln!(x, "    <properties>")?;
+    for (name, value) in [
+        ("verdict", report.verdict.outcome.as_str().to_string()),
+        ("reason", report.verdict.reason.clone()),
+        ("mode", report.mode.as_str().to_string()),
+        ("sloBackend", report.slo_backend.clone()),
+    ] {
+        writeln!(
+            x,
+            r#"      <property name="{name}" value="{}"/>"#,
+            escape_xml(&value)
+        )?;
+    }
+    writeln!(x, "    </properties>")?;
+
+    for slo in &report.slos {
+        let name = escape_xml(&slo.name);
+        writeln!(
+            x,
+            r#"    <testcase classname="{suite}.slo" name="{name}" time="{time}">"#
+        )?;
+        let unit = slo.threshold.unit;
+        match slo.verdict {
+            SloVerdict::Pass => {}
+            SloVerdict::Fail => {
+                let worst = slo
+                    .worst_value()
+                    .map_or("n/a".to_string(), |v| unit.format(v));
+                let count = slo.violations().count();
+                let message = format!(
+                    "{} violated: measured {worst}, threshold {} ({count} of {} measurements violated)",
+                    slo.name,
+                    slo.threshold.describe(),
+                    slo.samples.len()
+                );
+                writeln!(
+                    x,
+                    r#"      <failure type="SloViolated" message="{}">{}</failure>"#,
+                    escape_xml(&message),
+                    escape_xml(&sample_lines(report.started_ms, slo))
+                )?;
+            }
+            SloVerdict::NoData => {
+                let missing = slo
+                    .samples
+                    .iter()
+                    .filter(|e| e.status == SloStatus::NoData)
+                    .count();
+                let message = format!(
+                    "{}: no data in {missing} of {} measurements; missing data is not a pass",
+                    slo.name,
+                    slo.samples.len()
+                );
+                writeln!(
+                    x,
+                    r#"      <failure type="NoData" message="{}">{}</failure>"#,
+                    escape_xml(&message),
+                    escape_xml(&sample_lines(report.started_ms, slo))
+                )?;
+            }
+        }
+        writeln!(
+            x,
+            "      <system-out>{}</system-out>",
+            escape_xml(&format!(
+                "{}\nquery: {}\nthreshold: {}",
+                slo.description,
+                slo.query,
+                slo.threshold.describe()
+            ))
+        )?;
+        writeln!(x, "    </testcase>")?;
+    }
+
+    for fault in &report.faults {
+        let name = escape_xml(&format!("{} @ {}", fault.name, fault.target.name));
+        let duration = match (fault.applied_ms, fault.reverted_ms) {
+            (Some(a), Some(r)) => seconds(r - a),
+            _ => "0.000".to_string(),
+        };
+        writeln!(
+            x,
+            r#"    <testcase classname="{suite}.fault" name="{name}" time="{duration}">"#
+        )?;
+        match fault.status {
+            FaultStatus::Failed => writeln!(
+                x,
+                r#"      <error type="FaultNotApplied" message="{}"/>"#,
+                escape_xml(
+                    fault
+                        .error
+                        .as_deref()
+                        .unwrap_or("the fault could not be applied")
+                )
+            )?,
+            FaultStatus::Skipped => writeln!(
+                x,
+                r#"      <skipped message="{}"/>"#,
+                escape_xml("the fault was not applied: the run stopped first")
+            )?,
+            FaultStatus::Reverted | FaultStatus::Expired => {}
+        }
+        writeln!(
+            x,
+            "      <system-out>{}</system-out>",
+            escape_xml(&format!(
+                "kind: {}\nbackend: {}\neffect: {}\nmetrics: {}",
+                fault.fault.name(),
+                fault.backend.as_deref().unwrap_or("-"),
+                fault.effect.summary,
+                serde_json::to_string(&fault.effect.metrics)?
+            ))
+        )?;
+        writeln!(x, "    </testcase>")?;
+    }
+
+    if run_case {
+        writeln!(
+            x,
+            r#"    <testcase classname="{suite}" name="run" time="{time}">"#
+        )?;
+        let kind = if report.verdict.outcome == Outcome::Aborted {
+            "failure"
+        } else {
+            "error"
+        };
+        writeln!(
+            x,
+            r#"      <{kind} type="{}" message="{}"/>"#,
+            report.verdict.outcome.as_str(),
+            escape_xml(&report.verdict.reason)
+        )?;
+        writeln!(x, "    </testcase>")?;
+    }
+    writeln!(x, "  </testsuite>")?;
+    writeln!(x, "</testsuites>")?;
+    Ok(x)
+}
+
+/// `+12.0s  0.812% violated` lines for a failure body.
+fn sample_lines(started_ms: i64, slo: &super::SloReport) -> String {
+    slo.samples
+        .iter()
+        .map(|e| {
+            let value = e
+                .value
+                .map_or("no data".to_string(), |v| slo.threshold.unit.format(v));
+            let status = match e.status {
+                SloStatus::Ok => "ok",
+                SloStatus::Violated => "VIOLATED",
+                SloStatus::NoData => "NO DATA",
+            };
+            format!(
+                "+{:.1}s  {value}  {status}",
+                (e.at_ms - started_ms) as f64 / 1000.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_xml_handles_markup_quotes_and_control_characters() {
+        assert_eq!(
+            escape_xml(r#"<a href="x">&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&apos;&lt;/a&gt;"
+        );
+        assert_eq!(escape_xml("a\u{1}b\tc"), "a\u{FFFD}b\tc");
+    }
+}

@@ -1,0 +1,519 @@
+//! The run report: one serde model ([`RunReport`]) that the runner fills, rendered as
+//! JSON ([`json`]), JUnit XML ([`junit`]), self-contained HTML ([`html`]) and a
+//! terminal summary ([`terminal`]), plus the exit-code mapping ([`exit_code`]).
+//!
+//! The JSON form is the model itself and is documented in `docs/report.md`; the other
+//! renderings read only the model, so `chaos report run.json --html out.html` can
+//! re-render any saved run.
+
+pub mod html;
+pub mod json;
+pub mod junit;
+pub mod terminal;
+
+use std::collections::BTreeMap;
+
+use faultline_spec::wire::{ObservedEffect, ResolvedTarget};
+use faultline_spec::{FaultKind, Slo, SloKind, SloSource};
+use serde::{Deserialize, Serialize};
+
+use crate::slo::client::LoadSummary;
+use crate::slo::{Evaluation, SloStatus, Threshold};
+
+/// Version of the JSON report schema; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Errors of report rendering and loading.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The JSON could not be written or read.
+    #[error("report JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A saved report has a schema version this build does not read.
+    #[error("report schema version {found} is not supported (this build reads {SCHEMA_VERSION})")]
+    UnsupportedVersion {
+        /// The version in the file.
+        found: u32,
+    },
+    /// Writing a rendering failed.
+    #[error("writing the report failed: {0}")]
+    Fmt(#[from] std::fmt::Error),
+}
+
+/// Everything a run produced, as evidence for its verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunReport {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Which experiment ran.
+    pub experiment: ExperimentInfo,
+    /// Where it ran.
+    pub mode: RunMode,
+    /// Which SLO backend judged server-side SLOs (`embedded` or `prometheus`).
+    pub slo_backend: String,
+    /// Run start, Unix milliseconds. All chart times are relative to this.
+    pub started_ms: i64,
+    /// Run end, Unix milliseconds.
+    pub ended_ms: i64,
+    /// Lifecycle phases in order, with their times.
+    pub phases: Vec<PhaseRecord>,
+    /// The verdict and why.
+    pub verdict: Verdict,
+    /// Every SLO with every measurement.
+    pub slos: Vec<SloReport>,
+    /// The steady-state check, when the experiment has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_state: Option<CheckResult>,
+    /// The recovery check, when the experiment has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryResult>,
+    /// The abort condition that stopped the run, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<AbortRecord>,
+    /// Every fault application (one per fault and resolved target).
+    pub faults: Vec<FaultApplication>,
+    /// The built-in load generator's summary, when the experiment had load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadSummary>,
+}
+
+/// The experiment as reports show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentInfo {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.description`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The file it came from, when run from a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// `spec.duration` in milliseconds.
+    pub duration_ms: u64,
+    /// `metadata.labels`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The environment a run used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RunMode {
+    /// Local processes on loopback, in-process agent.
+    Local,
+    /// Docker compose.
+    Compose,
+    /// Kubernetes.
+    Kubernetes,
+}
+
+impl RunMode {
+    /// The mode's name as the CLI spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunMode::Local => "local",
+            RunMode::Compose => "compose",
+            RunMode::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// The runner's lifecycle phases (DESIGN.md §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Phase {
+    /// Validating the experiment.
+    Validate,
+    /// Resolving targets.
+    Resolve,
+    /// Preflighting the agents.
+    Preflight,
+    /// Starting the load and checking the steady state.
+    SteadyState,
+    /// Faults are being injected and observed.
+    Inject,
+    /// Reverting faults.
+    Revert,
+    /// Checking recovery.
+    Recovery,
+    /// Writing the verdict and reports.
+    Verdict,
+}
+
+impl Phase {
+    /// The phase's name for people.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Validate => "validate",
+            Phase::Resolve => "resolve",
+            Phase::Preflight => "preflight",
+            Phase::SteadyState => "steady state",
+            Phase::Inject => "inject",
+            Phase::Revert => "revert",
+            Phase::Recovery => "recovery",
+            Phase::Verdict => "verdict",
+        }
+    }
+}
+
+/// When a phase ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseRecord {
+    /// Which phase.
+    pub phase: Phase,
+    /// Start, Unix milliseconds.
+    pub started_ms: i64,
+    /// End, Unix milliseconds.
+    pub ended_ms: i64,
+}
+
+/// How a run ended. Each outcome maps to one exit code ([`exit_code`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    /// Every SLO held (and steady state and recovery passed).
+    Pass,
+    /// An SLO was violated or had no data, or steady state or recovery failed.
+    Fail,
+    /// An abort condition held, or the run was interrupted (Ctrl-C, SIGTERM).
+    Aborted,
+    /// The experiment was invalid; nothing ran.
+    InvalidInput,
+    /// Infrastructure failed: an agent was unreachable, a fault could not be applied,
+    /// the SLO backend could not answer.
+    Error,
+}
+
+impl Outcome {
+    /// `pass`, `fail`, `aborted`, `invalid`, `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Aborted => "aborted",
+            Outcome::InvalidInput => "invalid",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// The process exit code for an outcome: 0 pass, 1 violated or aborted, 2 invalid
+/// input, 3 infrastructure failure. The one place this mapping lives.
+pub fn exit_code(outcome: Outcome) -> u8 {
+    match outcome {
+        Outcome::Pass => 0,
+        Outcome::Fail | Outcome::Aborted => 1,
+        Outcome::InvalidInput => 2,
+        Outcome::Error => 3,
+    }
+}
+
+/// The verdict of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    /// What happened.
+    pub outcome: Outcome,
+    /// Why, in one sentence a person reads (names the failing SLO, the abort
+    /// condition, or the infrastructure error).
+    pub reason: String,
+}
+
+/// The verdict on one SLO over the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SloVerdict {
+    /// Every judged measurement held.
+    Pass,
+    /// At least one judged measurement broke the threshold.
+    Fail,
+    /// Measurements were missing, so the SLO cannot be said to hold. Not a pass.
+    NoData,
+}
+
+impl SloVerdict {
+    /// The verdict over a set of judged measurements: any violation fails; otherwise
+    /// any missing measurement (or none at all) is `noData`; otherwise pass.
+    pub fn of(samples: &[Evaluation]) -> SloVerdict {
+        if samples.iter().any(|e| e.status == SloStatus::Violated) {
+            SloVerdict::Fail
+        } else if samples.is_empty() || samples.iter().any(|e| e.status == SloStatus::NoData) {
+            SloVerdict::NoData
+        } else {
+            SloVerdict::Pass
+        }
+    }
+
+    /// `pass`, `fail`, `no data`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SloVerdict::Pass => "pass",
+            SloVerdict::Fail => "fail",
+            SloVerdict::NoData => "no data",
+        }
+    }
+}
+
+/// One SLO and everything measured for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SloReport {
+    /// The SLO's name.
+    pub name: String,
+    /// `errorRate`, `latency`, `throughput` or `promql`.
+    pub kind: String,
+    /// One line: what is measured and the bound, e.g. `p99 latency of gateway <= 800.0ms`.
+    pub description: String,
+    /// `server` or `client`.
+    pub source: String,
+    /// Evaluation window in milliseconds.
+    pub window_ms: u64,
+    /// The query that produced the values (PromQL, or the client computation).
+    pub query: String,
+    /// The bounds.
+    pub threshold: Threshold,
+    /// Every measurement, oldest first.
+    pub samples: Vec<Evaluation>,
+    /// The verdict over the run.
+    pub verdict: SloVerdict,
+}
+
+impl SloReport {
+    /// Builds the report of `slo` from its judged measurements; the verdict is
+    /// [`SloVerdict::of`] the samples. The query is the one the first sample ran, or
+    /// the compiled PromQL when there are no samples.
+    pub fn from_slo(slo: &Slo, samples: Vec<Evaluation>) -> SloReport {
+        let window = slo.window.0;
+        let query = samples
+            .first()
+            .map(|e| e.evidence.query.clone())
+            .unwrap_or_else(|| crate::slo::promql::query_text(&slo.kind, window));
+        SloReport {
+            name: slo.name.clone(),
+            kind: kind_name(&slo.kind).to_string(),
+            description: describe_kind(&slo.kind),
+            source: match slo.source {
+                SloSource::Server => "server".to_string(),
+                SloSource::Client => "client".to_string(),
+            },
+            window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+            query,
+            threshold: Threshold::of(&slo.kind),
+            verdict: SloVerdict::of(&samples),
+            samples,
+        }
+    }
+
+    /// The measured value furthest on the wrong side of the threshold (the highest
+    /// against a `max`, the lowest against a `min`).
+    pub fn worst_value(&self) -> Option<f64> {
+        let values = self
+            .samples
+            .iter()
+            .filter_map(|e| e.value)
+            .filter(|v| !v.is_nan());
+        if self.threshold.max.is_none() && self.threshold.min.is_some() {
+            values.reduce(f64::min)
+        } else {
+            values.reduce(f64::max)
+        }
+    }
+
+    /// Measurements that broke the threshold.
+    pub fn violations(&self) -> impl Iterator<Item = &Evaluation> {
+        self.samples
+            .iter()
+            .filter(|e| e.status == SloStatus::Violated)
+    }
+}
+
+/// The kind's name as written in experiment files.
+pub fn kind_name(kind: &SloKind) -> &'static str {
+    match kind {
+        SloKind::ErrorRate { .. } => "errorRate",
+        SloKind::Latency { .. } => "latency",
+        SloKind::Throughput { .. } => "throughput",
+        SloKind::Promql { .. } => "promql",
+    }
+}
+
+/// One line saying what an SLO kind measures and its bound.
+pub fn describe_kind(kind: &SloKind) -> String {
+    let bound = Threshold::of(kind).describe();
+    match kind {
+        SloKind::ErrorRate {
+            service,
+            route: Some(route),
+            ..
+        } => format!("error rate of {service} {route} {bound}"),
+        SloKind::ErrorRate { service, .. } => format!("error rate of {service} {bound}"),
+        SloKind::Latency {
+            service, quantile, ..
+        } => format!("p{} latency of {service} {bound}", quantile * 100.0),
+        SloKind::Throughput { service, .. } => {
+            format!("successful requests/s of {service} {bound}")
+        }
+        SloKind::Promql { expr, .. } => format!("{expr} {bound}"),
+    }
+}
+
+/// The result of the steady-state check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckResult {
+    /// Whether every listed SLO held.
+    pub passed: bool,
+    /// Observation window in milliseconds.
+    pub window_ms: u64,
+    /// Verdict per SLO name.
+    pub slos: BTreeMap<String, SloVerdict>,
+    /// Why it failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The result of the recovery check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryResult {
+    /// Whether every SLO held again within the allowed time.
+    pub passed: bool,
+    /// `recovery.within` in milliseconds.
+    pub within_ms: u64,
+    /// When the last fault ended, Unix milliseconds.
+    pub last_fault_ended_ms: i64,
+    /// How long after that every SLO held again, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_after_ms: Option<u64>,
+    /// SLOs that had not recovered in time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_recovered: Vec<String>,
+}
+
+/// The abort condition that stopped a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AbortRecord {
+    /// The condition as a person reads it, or `interrupted (SIGINT)`.
+    pub condition: String,
+    /// When it started to hold, Unix milliseconds.
+    pub since_ms: i64,
+    /// When the run stopped, Unix milliseconds.
+    pub triggered_ms: i64,
+    /// The measurement that completed its `for:`, when an SLO-like condition fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<Evaluation>,
+}
+
+/// How applying one fault went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FaultStatus {
+    /// Applied and reverted.
+    Reverted,
+    /// Applied; reverted by lease expiry instead of an explicit revert.
+    Expired,
+    /// Could not be applied.
+    Failed,
+    /// Never applied (the run stopped first, or a dry run).
+    Skipped,
+}
+
+/// One fault applied to one resolved target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultApplication {
+    /// The fault's name in the experiment.
+    pub name: String,
+    /// The fault id used with the agent.
+    pub id: String,
+    /// The target as resolved.
+    pub target: ResolvedTarget,
+    /// What was injected.
+    pub fault: FaultKind,
+    /// Planned window relative to the run start, milliseconds: `[after, after + duration)`.
+    pub planned_start_ms: u64,
+    /// Planned window end relative to the run start, milliseconds.
+    pub planned_end_ms: u64,
+    /// When the agent applied it, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_ms: Option<i64>,
+    /// When it was reverted, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_ms: Option<i64>,
+    /// How it went.
+    pub status: FaultStatus,
+    /// The injection backend the agent chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Why it failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What the agent measured the fault to do.
+    #[serde(default)]
+    pub effect: ObservedEffect,
+}
+
+impl FaultApplication {
+    /// The actual window relative to the run start in milliseconds, falling back to
+    /// the planned one for the parts that did not happen.
+    pub fn window_relative(&self, started_ms: i64) -> (f64, f64) {
+        let start = self
+            .applied_ms
+            .map_or(self.planned_start_ms as f64, |t| (t - started_ms) as f64);
+        let end = self
+            .reverted_ms
+            .map_or(self.planned_end_ms as f64, |t| (t - started_ms) as f64);
+        (start, end.max(start))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slo::{Evidence, Unit};
+
+    #[test]
+    fn exit_codes_follow_the_contract() {
+        assert_eq!(exit_code(Outcome::Pass), 0);
+        assert_eq!(exit_code(Outcome::Fail), 1);
+        assert_eq!(exit_code(Outcome::Aborted), 1);
+        assert_eq!(exit_code(Outcome::InvalidInput), 2);
+        assert_eq!(exit_code(Outcome::Error), 3);
+    }
+
+    fn eval(status: SloStatus) -> Evaluation {
+        Evaluation {
+            at_ms: 0,
+            value: (status != SloStatus::NoData).then_some(1.0),
+            threshold: Threshold {
+                max: Some(1.0),
+                min: None,
+                unit: Unit::Number,
+            },
+            status,
+            evidence: Evidence {
+                backend: "embedded".into(),
+                query: "q".into(),
+                detail: None,
+            },
+        }
+    }
+
+    #[test]
+    fn slo_verdict_never_passes_missing_data() {
+        assert_eq!(SloVerdict::of(&[]), SloVerdict::NoData);
+        assert_eq!(
+            SloVerdict::of(&[eval(SloStatus::Ok), eval(SloStatus::NoData)]),
+            SloVerdict::NoData
+        );
+        assert_eq!(
+            SloVerdict::of(&[eval(SloStatus::NoData), eval(SloStatus::Violated)]),
+            SloVerdict::Fail
+        );
+        assert_eq!(SloVerdict::of(&[eval(SloStatus::Ok)]), SloVerdict::Pass);
+    }
+}

@@ -1,0 +1,398 @@
+//! Runner lifecycle on paused time, with a fake environment: a recording agent and an
+//! SLO backend whose values are a function of (virtual) time.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use faultline_spec::wire::{Capabilities, FaultPhase, FaultRequest, FaultState, Lease};
+use faultline_spec::{Experiment, Fault, LoadTarget, SloKind, ValidateOptions};
+use tokio::time::Instant;
+
+use super::*;
+use crate::report::RunMode;
+use crate::slo::{BoxFuture, Evidence, SloError};
+
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    Apply(String, Duration),
+    Renew(String, Duration),
+    Revert(String, Duration),
+}
+
+struct FakeAgent {
+    start: Instant,
+    calls: Mutex<Vec<Call>>,
+    kinds: Vec<String>,
+}
+
+impl FakeAgent {
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl AgentHandle for FakeAgent {
+    fn endpoint(&self) -> String {
+        "fake".into()
+    }
+    fn capabilities(&self) -> BoxFuture<'_, Result<Capabilities, AgentCallError>> {
+        Box::pin(async move {
+            Ok(Capabilities {
+                fault_kinds: self.kinds.clone(),
+                ..Default::default()
+            })
+        })
+    }
+    fn apply(&self, request: FaultRequest) -> BoxFuture<'_, Result<FaultState, AgentCallError>> {
+        Box::pin(async move {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::Apply(request.id.clone(), self.start.elapsed()));
+            Ok(FaultState {
+                id: request.id,
+                experiment: request.experiment,
+                target: request.target,
+                fault: request.fault,
+                phase: FaultPhase::Active,
+                lease: Lease {
+                    ttl: request.ttl,
+                    expires_at_ms: 0,
+                    renewals: 0,
+                },
+                applied_at_ms: 0,
+                backend: "fake".into(),
+                effect: Default::default(),
+            })
+        })
+    }
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), AgentCallError>> {
+        Box::pin(async move {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::Renew(id.into(), self.start.elapsed()));
+            Ok(())
+        })
+    }
+    fn revert<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<FaultState>, AgentCallError>> {
+        Box::pin(async move {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::Revert(id.into(), self.start.elapsed()));
+            Ok(None)
+        })
+    }
+}
+
+/// Value of the SLI at virtual time `t` (since the start) over `window`.
+type Sli = dyn Fn(Duration, Duration) -> Option<f64> + Send + Sync;
+
+struct FakeBackend {
+    start: Instant,
+    sli: Arc<Sli>,
+}
+
+impl SloBackend for FakeBackend {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+    fn supports(&self, kind: &SloKind) -> Result<(), SloError> {
+        match kind {
+            SloKind::Promql { .. } => Err(SloError::Unsupported {
+                backend: "fake",
+                reason: "no promql".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+    fn evaluate<'a>(
+        &'a self,
+        kind: &'a SloKind,
+        window: Duration,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<Evaluation, SloError>> {
+        Box::pin(async move {
+            let value = (self.sli)(self.start.elapsed(), window);
+            Ok(Evaluation::judged(
+                kind,
+                at,
+                value,
+                Evidence {
+                    backend: "fake".into(),
+                    query: "fake".into(),
+                    detail: None,
+                },
+            ))
+        })
+    }
+}
+
+struct FakeEnv {
+    agent: Arc<FakeAgent>,
+    backend: Arc<FakeBackend>,
+}
+
+impl Environment for FakeEnv {
+    fn mode(&self) -> RunMode {
+        RunMode::Local
+    }
+    fn resolve<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<Vec<Placement>, RunError>> {
+        Box::pin(async move {
+            Ok(vec![Placement {
+                target: faultline_spec::wire::ResolvedTarget {
+                    name: format!("{:?}", fault.target),
+                    pid: Some(1),
+                    ..Default::default()
+                },
+                agent: self.agent.clone(),
+            }])
+        })
+    }
+    fn agents(&self) -> Vec<Arc<dyn AgentHandle>> {
+        vec![self.agent.clone()]
+    }
+    fn slo_backend(&self) -> Arc<dyn SloBackend> {
+        self.backend.clone()
+    }
+    fn load_url(&self, _target: &LoadTarget) -> Result<String, RunError> {
+        Err(RunError::InvalidInput("no load in these tests".into()))
+    }
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+const EXPERIMENT: &str = r#"
+apiVersion: faultline.dev/v1alpha1
+kind: Experiment
+metadata: {name: fake}
+spec:
+  duration: 40s
+  steadyState: {window: 5s, slos: [errors]}
+  faults:
+    - name: cpu
+      target: {service: payments}
+      after: 10s
+      duration: 20s
+      cpu: {load: 10%}
+  slos:
+    - name: errors
+      errorRate: {service: gateway, max: 1%}
+      window: 5s
+  abort:
+    - errorRate: {service: gateway, max: 20%}
+      for: 5s
+  recovery: {within: 5s}
+"#;
+
+fn experiment(text: &str) -> Experiment {
+    faultline_spec::parse_str(text, "fake.yaml", &ValidateOptions::default())
+        .unwrap()
+        .remove(0)
+}
+
+fn env(sli: Arc<Sli>, kinds: &[&str]) -> (Arc<FakeEnv>, Arc<FakeAgent>) {
+    let start = Instant::now();
+    let agent = Arc::new(FakeAgent {
+        start,
+        calls: Mutex::default(),
+        kinds: kinds.iter().map(|s| s.to_string()).collect(),
+    });
+    let env = Arc::new(FakeEnv {
+        agent: agent.clone(),
+        backend: Arc::new(FakeBackend { start, sli }),
+    });
+    (env, agent)
+}
+
+fn at(calls: &[Call], f: impl Fn(&Call) -> Option<Duration>) -> Vec<Duration> {
+    calls.iter().filter_map(f).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn faults_are_applied_at_their_offset_renewed_and_reverted_at_their_end() {
+    let (env, agent) = env(Arc::new(|_, _| Some(0.0)), &["cpu"]);
+    let report = run(
+        &experiment(EXPERIMENT),
+        env,
+        &RunConfig::default(),
+        &Interrupt::new(),
+    )
+    .await;
+    assert_eq!(
+        report.verdict.outcome,
+        Outcome::Pass,
+        "{:?}",
+        report.verdict
+    );
+    let calls = agent.calls();
+    let applied = at(&calls, |c| match c {
+        Call::Apply(_, t) => Some(*t),
+        _ => None,
+    });
+    let reverted = at(&calls, |c| match c {
+        Call::Revert(_, t) => Some(*t),
+        _ => None,
+    });
+    let renewals = at(&calls, |c| match c {
+        Call::Renew(_, t) => Some(*t),
+        _ => None,
+    });
+    assert_eq!(applied.len(), 1);
+    assert!(applied[0] >= Duration::from_secs(10) && applied[0] < Duration::from_millis(10_100));
+    assert_eq!(reverted.len(), 1);
+    assert!(reverted[0] >= Duration::from_secs(30) && reverted[0] < Duration::from_millis(30_100));
+    // TTL 6 s renewed every 2 s over 20 s.
+    assert!((9..=10).contains(&renewals.len()), "{renewals:?}");
+    for pair in renewals.windows(2) {
+        assert!(pair[1] - pair[0] <= Duration::from_millis(2_100));
+    }
+    let rec = report.recovery.unwrap();
+    assert!(rec.passed);
+    assert_eq!(report.slos[0].verdict, SloVerdict::Pass);
+    // Judged from the first full window (5 s) to the end: about 35 one-second samples.
+    assert!((34..=37).contains(&report.slos[0].samples.len()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_reverts_every_fault_within_a_second_of_the_condition_holding_for_its_duration() {
+    // 50% errors from t = 12 s on.
+    let (env, agent) = env(
+        Arc::new(|t, _| {
+            Some(if t >= Duration::from_secs(12) {
+                0.5
+            } else {
+                0.0
+            })
+        }),
+        &["cpu"],
+    );
+    let report = run(
+        &experiment(EXPERIMENT),
+        env,
+        &RunConfig::default(),
+        &Interrupt::new(),
+    )
+    .await;
+    assert_eq!(report.verdict.outcome, Outcome::Aborted);
+    assert!(
+        report.verdict.reason.contains("errors"),
+        "{}",
+        report.verdict.reason
+    );
+    let calls = agent.calls();
+    let reverted = at(&calls, |c| match c {
+        Call::Revert(_, t) => Some(*t),
+        _ => None,
+    });
+    // First violated evaluation at t=12 s; held for 5 s at t=17 s; reverted at once.
+    assert_eq!(reverted.len(), 1);
+    assert!(
+        reverted[0] >= Duration::from_secs(17) && reverted[0] <= Duration::from_secs(18),
+        "{reverted:?}"
+    );
+    let abort = report.abort.unwrap();
+    assert!(abort.triggered_ms >= abort.since_ms);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_steady_state_injects_nothing_and_fails() {
+    let (env, agent) = env(Arc::new(|_, _| Some(0.05)), &["cpu"]);
+    let mut text = EXPERIMENT.replace("max: 20%", "max: 90%");
+    text = text.replace("for: 5s", "for: 30s");
+    let report = run(
+        &experiment(&text),
+        env,
+        &RunConfig::default(),
+        &Interrupt::new(),
+    )
+    .await;
+    assert_eq!(report.verdict.outcome, Outcome::Fail);
+    assert!(report.verdict.reason.contains("steady state"));
+    assert!(!report.steady_state.unwrap().passed);
+    assert!(agent.calls().is_empty(), "{:?}", agent.calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unsupported_fault_kind_fails_preflight_before_anything_is_injected() {
+    let (env, agent) = env(Arc::new(|_, _| Some(0.0)), &["network.latency"]);
+    let report = run(
+        &experiment(EXPERIMENT),
+        env,
+        &RunConfig::default(),
+        &Interrupt::new(),
+    )
+    .await;
+    assert_eq!(report.verdict.outcome, Outcome::Error);
+    assert_eq!(crate::report::exit_code(report.verdict.outcome), 3);
+    assert!(
+        report.verdict.reason.contains("cpu"),
+        "{}",
+        report.verdict.reason
+    );
+    assert!(agent.calls().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupt_mid_run_reverts_and_reports_aborted() {
+    let (env, agent) = env(Arc::new(|_, _| Some(0.0)), &["cpu"]);
+    let interrupt = Interrupt::new();
+    let trigger = interrupt.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        trigger.trigger("interrupted (SIGINT)");
+    });
+    let report = run(
+        &experiment(EXPERIMENT),
+        env,
+        &RunConfig::default(),
+        &interrupt,
+    )
+    .await;
+    assert_eq!(report.verdict.outcome, Outcome::Aborted);
+    assert_eq!(report.abort.unwrap().condition, "interrupted (SIGINT)");
+    let reverted = at(&agent.calls(), |c| match c {
+        Call::Revert(_, t) => Some(*t),
+        _ => None,
+    });
+    assert_eq!(reverted.len(), 1);
+    assert!(reverted[0] < Duration::from_millis(15_100), "{reverted:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_is_judged_on_data_since_the_revert_only() {
+    // The SLI is bad whenever its window overlaps the fault time [10 s, 30 s): a full
+    // 5 s window only clears at 35 s, but data since the revert at 30 s is clean.
+    let (env, _agent) = env(
+        Arc::new(|t, window| {
+            let from = t.saturating_sub(window);
+            let overlaps = from < Duration::from_secs(30) && t > Duration::from_secs(10);
+            Some(if overlaps { 0.5 } else { 0.0 })
+        }),
+        &["cpu"],
+    );
+    let text = EXPERIMENT.replace("for: 5s", "for: 60s");
+    let report = run(
+        &experiment(&text),
+        env,
+        &RunConfig::default(),
+        &Interrupt::new(),
+    )
+    .await;
+    let rec = report.recovery.unwrap();
+    assert!(rec.passed, "{rec:?}");
+    let after = rec.recovered_after_ms.unwrap();
+    assert!((900..2_000).contains(&after), "recovered after {after} ms");
+    // The fault-time violations still fail the SLO itself.
+    assert_eq!(report.slos[0].verdict, SloVerdict::Fail);
+    assert_eq!(report.verdict.outcome, Outcome::Fail);
+}
