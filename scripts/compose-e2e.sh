@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Compose mode end to end (issue 8, "Compose end to end"); scripts/ci runs it as root.
+#
+#  1. builds the images with deploy/compose/build-images.sh under a tag of its own;
+#  2. brings the stack up on this machine's Docker engine under a project of its own,
+#     with a fresh agent token;
+#  3. `chaos run --env compose experiments/quickstart.yaml` must PASS (exit 0);
+#  4. with the fleet's FL_RESILIENCE=off the same run must FAIL (exit 1; the report's
+#     outcome is `fail`, or `aborted` when the abort condition stops it first);
+#  5. tears everything down (containers, network, volume, its images) from an EXIT
+#     trap, so also on failure, and checks nothing of the project is left.
+#
+# Binary: $CHAOS_BIN, default the static release build, built here when missing:
+#   RUSTFLAGS='-C target-feature=+crt-static' \
+#     cargo build --release --target x86_64-unknown-linux-gnu -p faultline-cli
+# Under CI=true a missing prerequisite fails; otherwise the test skips and says why.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+t0=$SECONDS
+
+log() { printf '[compose-e2e %3ss] %s\n' "$((SECONDS - t0))" "$*"; }
+missing() {
+  if [ "${CI:-}" = "true" ]; then
+    echo "compose-e2e: FAIL: $1 (install: $2)" >&2
+    exit 1
+  fi
+  echo "compose-e2e: SKIP: $1 (install: $2)" >&2
+  exit 0
+}
+
+command -v docker >/dev/null || missing "docker is not installed" "apt-get install docker.io"
+docker info >/dev/null 2>&1 || missing "the Docker engine is not reachable" "apt-get install docker.io; systemctl start docker (run as root)"
+if docker compose version >/dev/null 2>&1; then
+  dc=(docker compose)
+elif command -v docker-compose >/dev/null; then
+  dc=(docker-compose)
+else
+  missing "neither 'docker compose' nor docker-compose exists" "apt-get install docker-compose"
+fi
+command -v prometheus >/dev/null || missing "prometheus is not installed (its binary goes into an image)" "apt-get install prometheus"
+for tool in nft tc ip ss; do
+  command -v "$tool" >/dev/null || missing "$tool is not installed (it goes into the agent image)" "apt-get install nftables iproute2"
+done
+command -v curl >/dev/null || missing "curl is not installed" "apt-get install curl"
+
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+bin="${CHAOS_BIN:-$target_dir/x86_64-unknown-linux-gnu/release/chaos}"
+if [ ! -x "$bin" ]; then
+  log "building the static release binary ($bin)"
+  RUSTFLAGS='-C target-feature=+crt-static' \
+    cargo build --release --locked --target x86_64-unknown-linux-gnu -p faultline-cli
+fi
+
+project="fle2e$$"
+export COMPOSE_PROJECT_NAME="$project" FL_IMAGE_TAG="$project"
+work="$(mktemp -d)"
+export FL_AGENT_TOKEN_FILE="$work/agent-token"
+head -c 32 /dev/urandom | base64 >"$FL_AGENT_TOKEN_FILE"
+chmod 0600 "$FL_AGENT_TOKEN_FILE"
+dc+=(--project-directory "$root/deploy/compose" -f "$root/deploy/compose/compose.yaml" -p "$project")
+
+leftovers() {
+  local label="label=com.docker.compose.project=$project"
+  {
+    docker ps -aq --filter "$label"
+    docker network ls -q --filter "$label"
+    docker volume ls -q --filter "$label"
+    docker images -q "faultline/*:$project"
+  } | sort -u
+}
+
+teardown() {
+  local rc=$?
+  trap - EXIT
+  if [ "$rc" -ne 0 ]; then
+    log "failed (exit $rc); last logs:"
+    "${dc[@]}" logs --no-color --tail=30 2>&1 | tail -120 || true
+  fi
+  log "tearing down project $project"
+  "${dc[@]}" down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1 || true
+  for image in chaos agent prometheus; do
+    docker rmi -f "faultline/$image:$project" >/dev/null 2>&1 || true
+  done
+  rm -rf "$work"
+  local left
+  left="$(leftovers)"
+  if [ -n "$left" ]; then
+    echo "compose-e2e: FAIL: left behind after teardown: $left" >&2
+    exit 1
+  fi
+  log "nothing of $project is left (containers, networks, volumes, images)"
+  exit "$rc"
+}
+trap teardown EXIT
+
+published() { # service port -> host:port
+  docker port "$project-$1-1" "$2" | grep -m1 '^127\.0\.0\.1:'
+}
+
+wait_ready() {
+  local deadline=$((SECONDS + 60)) gw ag
+  while :; do
+    gw="$(published gateway 8080 || true)"
+    ag="$(published agent 7070 || true)"
+    if [ -n "$gw" ] && [ -n "$ag" ] &&
+      curl -fsS -o /dev/null "http://$gw/readyz" &&
+      curl -fsS -o /dev/null "http://$ag/healthz"; then
+      return 0
+    fi
+    [ "$SECONDS" -lt "$deadline" ] || { echo "compose-e2e: the stack did not become ready within 60s" >&2; return 1; }
+    sleep 1
+  done
+}
+
+# Runs the quickstart against the stack; $1 is the expected exit code.
+run_quickstart() {
+  local want="$1" name="$2" rc=0 start=$SECONDS
+  "$bin" run --env compose --compose-project "$project" \
+    --json "$work/$name.json" --junit "$work/$name.xml" \
+    experiments/quickstart.yaml >"$work/$name.out" 2>&1 || rc=$?
+  tail -25 "$work/$name.out"
+  log "$name: chaos run exited $rc in $((SECONDS - start))s (want $want)"
+  if [ "$rc" -ne "$want" ]; then
+    cat "$work/$name.out" >&2
+    return 1
+  fi
+}
+
+start=$SECONDS
+"$root/deploy/compose/build-images.sh" "$bin"
+log "images built in $((SECONDS - start))s"
+
+start=$SECONDS
+"${dc[@]}" up -d
+wait_ready
+log "stack up and ready in $((SECONDS - start))s"
+
+run_quickstart 0 resilient
+grep -Eq '"outcome": *"pass"' "$work/resilient.json" || { echo "compose-e2e: report does not say pass" >&2; exit 1; }
+
+start=$SECONDS
+FL_RESILIENCE=off "${dc[@]}" up -d
+wait_ready
+log "fleet recreated with FL_RESILIENCE=off in $((SECONDS - start))s"
+docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$project-orders-1" | grep -qx 'FL_RESILIENCE=off'
+
+run_quickstart 1 fragile
+# Exit 1 is an SLO violation or an abort (the quickstart's abort condition, gateway
+# errors above 20% for 5s, usually stops a fragile fleet's run early).
+grep -Eq '"outcome": *"(fail|aborted)"' "$work/fragile.json" || { echo "compose-e2e: report says neither fail nor aborted" >&2; exit 1; }
+
+log "PASS: resilient fleet passed, fragile fleet failed"
