@@ -76,3 +76,61 @@ pub fn host_too_busy(what: &str) -> bool {
     }
     false
 }
+
+/// One small echo round trip, with the moment it completed.
+pub async fn timed_round_trip(s: &mut TcpStream) -> (Instant, Duration) {
+    let rtt = round_trip(s).await;
+    (Instant::now(), rtt)
+}
+
+/// Watches for host stalls while a real-time measurement runs: one thread pinned to each
+/// CPU sleeps 1 ms at a time and records every wake-up more than `threshold` late as the
+/// interval in which that CPU ran nothing of ours (a virtual CPU descheduled by the
+/// hypervisor, an interrupt storm). A delay the code under test did not cause can then
+/// be told apart from one it did.
+pub struct StallMonitor {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Vec<(Instant, Instant)>>>,
+}
+
+impl StallMonitor {
+    /// Starts one watcher thread per CPU; a wake-up later than `threshold` is a stall.
+    pub fn start(threshold: Duration) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = (0..cpus)
+            .map(|cpu| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut set = rustix::thread::CpuSet::new();
+                    set.set(cpu);
+                    let _ = rustix::thread::sched_setaffinity(None, &set);
+                    let mut stalls = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let before = Instant::now();
+                        std::thread::sleep(Duration::from_millis(1));
+                        let after = Instant::now();
+                        if after - before > Duration::from_millis(1) + threshold {
+                            stalls.push((before + Duration::from_millis(1), after));
+                        }
+                    }
+                    stalls
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    /// Stops watching; every stall seen, as (from, to).
+    pub fn stop(self) -> Vec<(Instant, Instant)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all: Vec<_> = self
+            .threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        all.sort();
+        all
+    }
+}

@@ -13,6 +13,7 @@
 pub mod http;
 pub(crate) mod pump;
 pub mod rules;
+mod timer;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

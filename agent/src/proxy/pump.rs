@@ -12,7 +12,6 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,25 +30,6 @@ use super::rules::{Action, LOSS_MAX_RETRIES, LOSS_RTO, Rule, RuleSet};
 const READ_BUF: usize = 256 * 1024;
 /// Bytes a pump may hold in its delay queue before it stops reading (backpressure).
 const MAX_QUEUED: usize = 4 << 20;
-/// Tokio's timer fires on a 1 ms grid, rounding deadlines up, and a busy host wakes tasks
-/// later still. The pump aims early by the lateness it has observed (an exponentially
-/// weighted mean over all proxies, in microseconds), which centres the release error on
-/// zero instead of leaving every delayed chunk 0.5-1.5 ms late.
-static LATENESS_US: AtomicU64 = AtomicU64::new(500);
-/// Upper bound on the correction, so a stall (a suspended VM) cannot make pumps aim absurdly early.
-const MAX_LATENESS_US: u64 = 2_000;
-
-fn aim(release: Instant) -> Instant {
-    let early = Duration::from_micros(LATENESS_US.load(Ordering::Relaxed));
-    release.checked_sub(early).unwrap_or(release)
-}
-
-fn observe_lateness(aimed: Instant, woke: Instant) {
-    let late = woke.saturating_duration_since(aimed).as_micros() as i64;
-    let est = LATENESS_US.load(Ordering::Relaxed) as i64;
-    let next = (est + (late - est) / 16).clamp(0, MAX_LATENESS_US as i64);
-    LATENESS_US.store(next as u64, Ordering::Relaxed);
-}
 /// With a bandwidth cap, reads are sliced to this much transmission time, so pacing is
 /// smooth rather than one large burst per read.
 const PACE_SLICE: Duration = Duration::from_millis(10);
@@ -336,8 +316,7 @@ where
         let read_result = if let Some(c) = carried.take() {
             Some(c)
         } else {
-            let head_release = queue.front().map(|p| p.release);
-            let wake = head_release.map(aim);
+            let wake = queue.front().map(|p| p.release);
             tokio::select! {
             biased;
             changed = rules_rx.changed(), if rules_open => {
@@ -346,13 +325,10 @@ where
                 }
                 None
             }
-            _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() && !held => {
+            _ = super::timer::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() && !held => {
                 let p = queue.pop_front().expect("queue has a head");
                 queued -= p.bytes.len();
                 let now = Instant::now();
-                if let Some(aimed) = wake && now > p.arrival + Duration::from_millis(2) {
-                    observe_lateness(aimed, now);
-                }
                 let added = now.saturating_duration_since(p.arrival);
                 for r in &p.credit {
                     r.stats.record_delay(added);
