@@ -225,15 +225,6 @@ impl Drop for SignalHandle {
     }
 }
 
-fn target_pid(target: &ResolvedTarget) -> Result<u32, FaultError> {
-    target.pid.ok_or_else(|| {
-        FaultError::Invalid(format!(
-            "process faults need `target.pid`; target `{}` has none",
-            target.name
-        ))
-    })
-}
-
 /// Waits briefly for the kernel to show the signal's effect in `/proc`, so the observed
 /// state is what the signal did rather than a race.
 fn observe_state(pid: u32, signal: Signal) -> Option<char> {
@@ -261,7 +252,7 @@ impl Fault for SignalFault {
     }
 
     fn revert_record(&self, target: &ResolvedTarget) -> Result<RevertRecord, FaultError> {
-        let pid = target_pid(target)?;
+        let pid = crate::target::pid(target)?;
         if self.signal != Signal::Stop {
             return Ok(RevertRecord::DiesWithAgent);
         }
@@ -274,7 +265,7 @@ impl Fault for SignalFault {
     }
 
     fn apply(&self, target: &ResolvedTarget) -> Result<SignalHandle, FaultError> {
-        let pid = target_pid(target)?;
+        let pid = crate::target::pid(target)?;
         if pid == std::process::id() {
             return Err(FaultError::Invalid(
                 "refusing to signal the agent itself".into(),

@@ -15,8 +15,8 @@ use faultline_controller::operator::targets::{AgentLocator, NamespacePolicy};
 use faultline_controller::operator::{self, Context, OperatorConfig};
 use faultline_controller::schedule::serve::serve_metrics;
 use faultline_controller::schedule::{
-    Clock, ControllerMetrics, DirSource, HistoryStore, LockPolicy, ProcessRunner, Scheduler,
-    SchedulerConfig, SourceDocs,
+    Clock, ControllerMetrics, DirSource, HistoryStore, InProcessRunner, LockPolicy, ProcessRunner,
+    Scheduler, SchedulerConfig, SourceDocs,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -70,6 +70,11 @@ pub struct ControllerArgs {
     /// How long a cancelled run may take to revert before it is killed.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub grace: Duration,
+    /// Prometheus server (`http://host:9090`) that evaluates server-side SLOs. Without
+    /// it, experiments directory runs use the embedded scraper and Kubernetes runs can
+    /// check only `source: client` SLOs.
+    #[arg(long, value_name = "URL")]
+    pub prometheus: Option<String>,
     /// Kubernetes: the controller's own namespace (denied as a target).
     #[arg(long, env = "POD_NAMESPACE", default_value = "faultline-system")]
     pub namespace: String,
@@ -169,6 +174,7 @@ fn process_runner(args: &ControllerArgs, docs: SourceDocs) -> anyhow::Result<Arc
         docs,
         work_dir: args.work_dir.clone(),
         grace: args.grace,
+        prometheus: args.prometheus.clone(),
     }))
 }
 
@@ -239,7 +245,15 @@ async fn run_operator(
         report_dir: Some(args.work_dir.clone()),
     };
     let agents = Arc::new(HttpAgentApi::new(&args.agent_token_file)?);
-    let runner = process_runner(args, SourceDocs::default())?;
+    // In-process: the runner reports every apply and revert to the reconciler (active
+    // faults in the status, re-injection after a pod restart) and kills pods through
+    // the API, which a child `chaos run` could not.
+    let runner = Arc::new(InProcessRunner {
+        agent_token_file: args.agent_token_file.clone(),
+        prometheus: args.prometheus.clone(),
+        work_dir: args.work_dir.clone(),
+        lease_ttl: args.fault_ttl,
+    });
     let ctx = Arc::new(Context::new(
         client.clone(),
         runner,

@@ -7,14 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use faultline_spec::wire::{Capabilities, FaultRequest, FaultState};
 use faultline_spec::{Fault, LoadTarget};
 
 use super::{ComposeError, ComposeStack, Docker};
-use crate::operator::agent::{AgentError, HttpAgentApi};
+use crate::operator::agent::HttpAgent;
 use crate::report::RunMode;
 use crate::run::RunError;
-use crate::run::env::{AgentCallError, AgentHandle, Environment, Placement};
+use crate::run::env::{AgentHandle, Environment, Placement};
 use crate::slo::prometheus::PrometheusBackend;
 use crate::slo::{BoxFuture, SloBackend};
 
@@ -59,93 +58,6 @@ fn run_error(e: ComposeError) -> RunError {
     }
 }
 
-/// The stack's agent behind the runner's [`AgentHandle`].
-#[derive(Debug)]
-pub struct HttpAgent {
-    api: HttpAgentApi,
-    url: String,
-}
-
-impl HttpAgent {
-    /// The agent at `url`, authenticated with the token in `token_file`.
-    pub fn new(url: String, token_file: PathBuf) -> Result<Self, AgentError> {
-        Ok(Self {
-            api: HttpAgentApi::new(token_file)?,
-            url,
-        })
-    }
-
-    fn call_error(&self, e: AgentError, id: Option<&str>) -> AgentCallError {
-        match e {
-            AgentError::Status { status, .. } if id.is_some() && matches!(status, 404 | 410) => {
-                AgentCallError::NotActive {
-                    agent: self.url.clone(),
-                    id: id.unwrap_or_default().to_string(),
-                }
-            }
-            AgentError::Status { status, body, .. } if (400..500).contains(&status) => {
-                AgentCallError::Rejected {
-                    agent: self.url.clone(),
-                    message: format!("{status}: {body}"),
-                }
-            }
-            other => AgentCallError::Failed {
-                agent: self.url.clone(),
-                message: other.to_string(),
-            },
-        }
-    }
-}
-
-impl AgentHandle for HttpAgent {
-    fn endpoint(&self) -> String {
-        self.url.clone()
-    }
-
-    fn capabilities(&self) -> BoxFuture<'_, Result<Capabilities, AgentCallError>> {
-        Box::pin(async move {
-            self.api
-                .capabilities(&self.url)
-                .await
-                .map_err(|e| self.call_error(e, None))
-        })
-    }
-
-    fn apply(&self, request: FaultRequest) -> BoxFuture<'_, Result<FaultState, AgentCallError>> {
-        Box::pin(async move {
-            self.api
-                .apply_state(&self.url, &request)
-                .await
-                .map_err(|e| self.call_error(e, None))
-        })
-    }
-
-    fn renew<'a>(
-        &'a self,
-        id: &'a str,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), AgentCallError>> {
-        Box::pin(async move {
-            use crate::operator::agent::AgentApi;
-            AgentApi::renew(&self.api, &self.url, id, ttl)
-                .await
-                .map_err(|e| self.call_error(e, Some(id)))
-        })
-    }
-
-    fn revert<'a>(
-        &'a self,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<FaultState>, AgentCallError>> {
-        Box::pin(async move {
-            self.api
-                .revert_state(&self.url, id)
-                .await
-                .map_err(|e| self.call_error(e, None))
-        })
-    }
-}
-
 /// `chaos run --env compose`.
 pub struct ComposeEnvironment {
     docker: Docker,
@@ -159,7 +71,7 @@ impl std::fmt::Debug for ComposeEnvironment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ComposeEnvironment")
             .field("project", &self.project)
-            .field("agent", &self.agent.url)
+            .field("agent", &self.agent.endpoint())
             .finish()
     }
 }

@@ -27,7 +27,7 @@ mod env;
 #[cfg(test)]
 mod tests;
 
-pub use env::{ComposeEnvironment, ComposeOptions, HttpAgent};
+pub use env::{ComposeEnvironment, ComposeOptions};
 
 /// The compose label naming a container's project.
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";

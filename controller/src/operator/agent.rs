@@ -5,8 +5,12 @@
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use faultline_spec::wire::{API_PREFIX, Capabilities, FaultRequest, FaultState, RenewRequest};
 use futures::future::BoxFuture;
+
+use crate::run::env::{AgentCallError, AgentHandle};
 
 /// Why an agent call failed.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +209,92 @@ impl AgentApi for HttpAgentApi {
         Box::pin(async move {
             let url = format!("{agent}{API_PREFIX}/faults/{id}");
             self.send(agent, self.client.delete(url), true).await
+        })
+    }
+}
+
+/// One agent over HTTP behind the runner's [`AgentHandle`] (compose and Kubernetes runs).
+#[derive(Debug)]
+pub struct HttpAgent {
+    api: HttpAgentApi,
+    url: String,
+}
+
+impl HttpAgent {
+    /// The agent at `url`, authenticated with the token in `token_file`.
+    pub fn new(url: String, token_file: PathBuf) -> Result<Self, AgentError> {
+        Ok(Self {
+            api: HttpAgentApi::new(token_file)?,
+            url,
+        })
+    }
+
+    fn call_error(&self, e: AgentError, id: Option<&str>) -> AgentCallError {
+        match e {
+            AgentError::Status { status, .. } if id.is_some() && matches!(status, 404 | 410) => {
+                AgentCallError::NotActive {
+                    agent: self.url.clone(),
+                    id: id.unwrap_or_default().to_string(),
+                }
+            }
+            AgentError::Status { status, body, .. } if (400..500).contains(&status) => {
+                AgentCallError::Rejected {
+                    agent: self.url.clone(),
+                    message: format!("{status}: {body}"),
+                }
+            }
+            other => AgentCallError::Failed {
+                agent: self.url.clone(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl AgentHandle for HttpAgent {
+    fn endpoint(&self) -> String {
+        self.url.clone()
+    }
+
+    fn capabilities(&self) -> BoxFuture<'_, Result<Capabilities, AgentCallError>> {
+        Box::pin(async move {
+            self.api
+                .capabilities(&self.url)
+                .await
+                .map_err(|e| self.call_error(e, None))
+        })
+    }
+
+    fn apply(&self, request: FaultRequest) -> BoxFuture<'_, Result<FaultState, AgentCallError>> {
+        Box::pin(async move {
+            self.api
+                .apply_state(&self.url, &request)
+                .await
+                .map_err(|e| self.call_error(e, None))
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), AgentCallError>> {
+        Box::pin(async move {
+            AgentApi::renew(&self.api, &self.url, id, ttl)
+                .await
+                .map_err(|e| self.call_error(e, Some(id)))
+        })
+    }
+
+    fn revert<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<FaultState>, AgentCallError>> {
+        Box::pin(async move {
+            self.api
+                .revert_state(&self.url, id)
+                .await
+                .map_err(|e| self.call_error(e, None))
         })
     }
 }

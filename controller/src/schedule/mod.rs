@@ -7,6 +7,8 @@
 //! - [`history`]: the last N run records per experiment on disk.
 //! - [`metrics`]: the controller's own metrics.
 //! - [`process`]: a runner that re-executes `chaos run` as a child process.
+//! - [`placed`]: the operator's in-process runner on targets it placed itself (pods
+//!   with the agents on their nodes), and the environment behind it.
 //! - [`source`]: watches the experiments directory and reloads changed files.
 //! - [`serve`]: the `/metrics` endpoint.
 //! - [`scheduler`]: ties them together under a concurrency policy.
@@ -15,6 +17,7 @@ pub mod cron;
 pub mod history;
 pub mod lock;
 pub mod metrics;
+pub mod placed;
 pub mod process;
 pub mod runner;
 pub mod scheduler;
@@ -27,6 +30,7 @@ pub use self::cron::{Clock, CronSchedule};
 pub use history::{HistoryStore, RunRecord};
 pub use lock::{LockPolicy, TargetLock};
 pub use metrics::ControllerMetrics;
+pub use placed::{InProcessRunner, PlacedEnvironment, PlacedOptions};
 pub use process::{ProcessRunner, SourceDocs};
 pub use runner::{
     ExperimentRunner, FaultObserver, PlacedTarget, PodActions, RunContext, RunOutcome, Verdict,

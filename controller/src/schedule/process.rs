@@ -39,6 +39,8 @@ pub struct ProcessRunner {
     pub work_dir: PathBuf,
     /// How long a cancelled run may take to revert after SIGTERM before it is killed.
     pub grace: Duration,
+    /// Passed on as `chaos run --prometheus URL`.
+    pub prometheus: Option<String>,
 }
 
 fn outcome(
@@ -133,6 +135,9 @@ impl ExperimentRunner for ProcessRunner {
             .arg("--junit")
             .arg(&junit)
             .kill_on_drop(true);
+        if let Some(url) = &self.prometheus {
+            command.arg("--prometheus").arg(url);
+        }
         if !context.targets.is_empty() {
             let targets = dir.join("targets.json");
             let body = serde_json::to_vec_pretty(&context.targets).unwrap_or_default();
@@ -251,6 +256,7 @@ mod tests {
             docs: Default::default(),
             work_dir: dir.path().join("runs"),
             grace: Duration::from_secs(5),
+            prometheus: None,
         };
         // Targets resolved by the caller reach the child through FAULTLINE_TARGETS_FILE.
         let target = crate::schedule::PlacedTarget {
@@ -292,6 +298,7 @@ mod tests {
             docs,
             work_dir: dir.path().join("runs"),
             grace: Duration::from_secs(10),
+            prometheus: None,
         };
         let cancel = CancellationToken::new();
         let c2 = cancel.clone();
@@ -312,6 +319,7 @@ mod tests {
             docs: Default::default(),
             work_dir: dir.path().into(),
             grace: Duration::from_secs(1),
+            prometheus: None,
         };
         let ctx = RunContext {
             source: Some("x".into()),

@@ -18,6 +18,7 @@ use faultline_controller::report::terminal::{ProgressMode, color_enabled, summar
 use faultline_controller::report::{RunMode, RunReport, exit_code, html, json, junit};
 use faultline_controller::run::{self as runner, Environment, Interrupt, RunConfig, RunError};
 use faultline_controller::schedule::process::TARGETS_ENV;
+use faultline_controller::schedule::{PlacedEnvironment, PlacedOptions};
 use faultline_controller::slo::SloBackend;
 use faultline_controller::slo::prometheus::PrometheusBackend;
 use faultline_spec::{Experiment, ValidateOptions};
@@ -165,21 +166,19 @@ async fn run_async(
     out: &Outputs,
 ) -> RunReport {
     let file = args.file.display().to_string();
-    let mode = match args.env {
-        EnvKind::Local => RunMode::Local,
-        EnvKind::Compose => RunMode::Compose,
+    let placed = std::env::var_os(TARGETS_ENV).map(PathBuf::from);
+    let mode = match (&placed, args.env) {
+        (Some(_), _) => RunMode::Kubernetes,
+        (None, EnvKind::Local) => RunMode::Local,
+        (None, EnvKind::Compose) => RunMode::Compose,
     };
     let early = |e: RunError| runner::early_report(Some(&experiment), Some(&file), mode, &e);
-    if std::env::var_os(TARGETS_ENV).is_some() {
-        return early(RunError::Infrastructure(format!(
-            "{TARGETS_ENV} names caller-placed targets with remote agents; this build's `chaos run` has only the local environment, so it refuses to guess (see docs/running.md)"
-        )));
-    }
     let interrupt = Interrupt::new();
     let signals = spawn_signal_handler(interrupt.clone());
-    let env = match args.env {
-        EnvKind::Local => start_local(args, &experiment, fleet_env, out, &interrupt).await,
-        EnvKind::Compose => connect_compose(args, &fleet_env, &interrupt).await,
+    let env = match (placed, args.env) {
+        (Some(targets), _) => placed_env(args, &experiment, &targets, &fleet_env),
+        (None, EnvKind::Local) => start_local(args, &experiment, fleet_env, out, &interrupt).await,
+        (None, EnvKind::Compose) => connect_compose(args, &fleet_env, &interrupt).await,
     };
     let env: Arc<dyn Environment> = match env {
         Ok(env) => env,
@@ -233,6 +232,36 @@ async fn start_local(
         () = interrupted(interrupt) => Err(RunError::Infrastructure("interrupted while starting the fleet".into())),
     }
 }
+
+/// Targets the caller placed (`FAULTLINE_TARGETS_FILE`): remote agents over HTTP with
+/// the token in `FAULTLINE_AGENT_TOKEN_FILE`, server-side SLOs on `--prometheus`.
+fn placed_env(
+    args: &RunArgs,
+    experiment: &Experiment,
+    targets: &Path,
+    fleet_env: &[(String, String)],
+) -> Result<Arc<dyn Environment>, RunError> {
+    if !fleet_env.is_empty() {
+        return Err(RunError::InvalidInput(format!(
+            "--set-env configures the local fleet; {TARGETS_ENV} runs on targets placed elsewhere"
+        )));
+    }
+    let options = PlacedOptions {
+        agent_token_file: std::env::var_os(TOKEN_FILE_ENV)
+            .map_or_else(|| PathBuf::from(DEFAULT_TOKEN_FILE), PathBuf::from),
+        prometheus: args.prometheus.clone(),
+        prometheus_timeout: Duration::from_secs(5),
+        namespace: experiment.namespace.clone(),
+        observer: None,
+        pods: None,
+    };
+    PlacedEnvironment::from_file(targets, options).map(|e| Arc::new(e) as Arc<dyn Environment>)
+}
+
+/// Names the agents' token file for runs on placed targets.
+const TOKEN_FILE_ENV: &str = "FAULTLINE_AGENT_TOKEN_FILE";
+/// Where the Kubernetes manifests mount the agents' token.
+const DEFAULT_TOKEN_FILE: &str = "/var/run/faultline/token";
 
 /// Connects to the running compose stack (docs/compose.md); starts nothing.
 async fn connect_compose(
