@@ -4,62 +4,19 @@
 //! TTL + 1 s with the agent dead. A restarted agent then deletes the inert table from
 //! its journal. Needs root, nft and ip (scripts/ci runs as root).
 
+mod common;
+
 #[path = "../../agent/tests/netns_common.rs"]
 mod netns_common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::start_agent;
 
 use netns_common::NetPair;
 
 const TOKEN: &str = "kernel-expiry-token-0123456789";
-
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_agent(dir: &std::path::Path) -> (Reaped, SocketAddr, BufReader<ChildStdout>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chaos"))
-        .args(["agent", "--listen", "127.0.0.1:0", "--token-file"])
-        .arg(dir.join("token"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn chaos agent");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).expect("read the listening line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
-    (Reaped(child), addr, out)
-}
-
-fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    (text[9..12].parse().unwrap(), text)
-}
 
 #[test]
 fn a_sigkilled_agents_partition_ends_by_kernel_timeout_and_restart_removes_the_table() {
@@ -123,4 +80,8 @@ fn a_sigkilled_agents_partition_ends_by_kernel_timeout_and_restart_removes_the_t
     let (status, text) = call(api, "GET", "/v1/faults", "");
     assert_eq!(status, 200);
     assert!(text.ends_with(r#"{"faults":[]}"#), "{text}");
+}
+
+fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    common::call(addr, TOKEN, method, path, body)
 }

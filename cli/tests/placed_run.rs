@@ -6,9 +6,11 @@
 //! `chaos run` honours `FAULTLINE_TARGETS_FILE` with the same environment.
 //! Needs root for the cgroup (scripts/ci runs as root).
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{ChildStdout, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,16 +21,9 @@ use faultline_controller::slo::BoxFuture;
 use faultline_spec::wire::{FaultId, FaultRequest, PodRef, ResolvedTarget};
 use tokio_util::sync::CancellationToken;
 
+use common::{Reaped, state_of as state};
+
 const TOKEN: &str = "placed-run-token-0123456789abcdef";
-
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A cgroup named like a kubelet pod cgroup, holding one process; removed on drop.
 struct PodCgroup {
@@ -87,32 +82,11 @@ fn root_or_skip(test: &str) -> bool {
     false
 }
 
-fn start_agent(dir: &Path) -> (Reaped, String) {
+/// The agent, its base URL, and its standard output (kept open while it runs).
+fn start_agent(dir: &Path) -> (Reaped, String, BufReader<ChildStdout>) {
     std::fs::write(dir.join("token"), TOKEN).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chaos"))
-        .args(["agent", "--listen", "127.0.0.1:0", "--token-file"])
-        .arg(dir.join("token"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn chaos agent");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (Reaped(child), url)
-}
-
-fn state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+    let (agent, addr, out) = common::start_agent(dir);
+    (agent, format!("http://{addr}"), out)
 }
 
 /// Records the process states seen while the run goes on.
@@ -176,7 +150,10 @@ fn experiment(yaml: &str) -> faultline_spec::Experiment {
         .remove(0)
 }
 
-const FREEZE_AND_KILL: &str = "\
+/// A SIGSTOP for 1.5 s on the worker pod, in a 3 s experiment.
+macro_rules! freeze {
+    () => {
+        "\
 apiVersion: faultline.dev/v1alpha1
 kind: Experiment
 metadata: {name: placed-run, namespace: shop}
@@ -188,38 +165,84 @@ spec:
       after: 500ms
       duration: 1500ms
       process: {signal: SIGSTOP}
-    - name: kill
+"
+    };
+}
+
+const FREEZE: &str = freeze!();
+
+const FREEZE_AND_KILL: &str = concat!(
+    freeze!(),
+    "    - name: kill
       target: {labels: {app: victim}, mode: one}
       after: 1s
       duration: 1s
       process: {signal: SIGKILL}
-";
+"
+);
 
-// One pod uid per test: the tests run at once, and a uid names exactly one pod.
+/// A node as the operator sees it: a real agent and one pod (its own uid: the tests run
+/// at once, and a uid names exactly one pod).
+struct Node {
+    // Dropped in this order: the agent, the pod, then the directory.
+    _agent: (Reaped, BufReader<ChildStdout>),
+    worker: PodCgroup,
+    dir: tempfile::TempDir,
+    agent_url: String,
+    uid: &'static str,
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_operator_runner_freezes_a_pod_by_uid_reports_every_fault_and_kills_pods_through_the_api()
- {
-    if !root_or_skip("placed run") {
-        return;
+impl Node {
+    fn new(test: &str, uid: &'static str) -> Option<Self> {
+        if !root_or_skip(test) {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, agent_url, out) = start_agent(dir.path());
+        let worker = PodCgroup::new(uid).expect("create a pod cgroup");
+        Some(Self {
+            _agent: (agent, out),
+            worker,
+            dir,
+            agent_url,
+            uid,
+        })
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (_agent, agent_url) = start_agent(dir.path());
-    let worker =
-        PodCgroup::new("4f6b8a2e-1c3d-4e5f-8a9b-0c1d2e3f4a51").expect("create a pod cgroup");
-    let victim = Reaped(Command::new("sleep").arg("60").spawn().unwrap());
-    let victim_pod = pod("victim-0", "9a8b7c6d-0000-4000-8000-000000000001");
-    let targets = vec![
-        // As the operator places it: the pod only; the agent finds the process.
+
+    /// The freeze fault on the worker, placed as the operator places it: the pod only;
+    /// the agent finds the process.
+    fn freeze_target(&self) -> PlacedTarget {
         PlacedTarget {
             fault: "freeze".into(),
             target: ResolvedTarget {
                 name: "worker-0".into(),
-                pod: Some(pod("worker-0", "4f6b8a2e-1c3d-4e5f-8a9b-0c1d2e3f4a51")),
+                pod: Some(pod("worker-0", self.uid)),
                 ..Default::default()
             },
-            agent: agent_url.clone(),
-        },
+            agent: self.agent_url.clone(),
+        }
+    }
+
+    fn runner(&self) -> InProcessRunner {
+        InProcessRunner {
+            agent_token_file: self.dir.path().join("token"),
+            prometheus: None,
+            work_dir: self.dir.path().join("runs"),
+            lease_ttl: Duration::from_secs(3),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_runner_freezes_a_pod_by_uid_reports_every_fault_and_kills_pods_through_the_api()
+ {
+    let Some(node) = Node::new("placed run", "4f6b8a2e-1c3d-4e5f-8a9b-0c1d2e3f4a51") else {
+        return;
+    };
+    let victim = Reaped(Command::new("sleep").arg("60").spawn().unwrap());
+    let victim_pod = pod("victim-0", "9a8b7c6d-0000-4000-8000-000000000001");
+    let targets = vec![
+        node.freeze_target(),
         PlacedTarget {
             fault: "kill".into(),
             target: ResolvedTarget {
@@ -228,7 +251,7 @@ async fn the_operator_runner_freezes_a_pod_by_uid_reports_every_fault_and_kills_
                 pod: Some(victim_pod.clone()),
                 ..Default::default()
             },
-            agent: agent_url.clone(),
+            agent: node.agent_url.clone(),
         },
     ];
     let recorder = Arc::new(Recorder::default());
@@ -238,15 +261,10 @@ async fn the_operator_runner_freezes_a_pod_by_uid_reports_every_fault_and_kills_
         pods: Some(Arc::new(Pods(recorder.clone()))),
         ..RunContext::default()
     };
-    let runner = InProcessRunner {
-        agent_token_file: dir.path().join("token"),
-        prometheus: None,
-        work_dir: dir.path().join("runs"),
-        lease_ttl: Duration::from_secs(3),
-    };
     let stop = Arc::new(Mutex::new(false));
-    let states = watch_states(worker.pid(), stop.clone());
-    let outcome = runner
+    let states = watch_states(node.worker.pid(), stop.clone());
+    let outcome = node
+        .runner()
         .run(
             experiment(FREEZE_AND_KILL),
             context,
@@ -262,7 +280,7 @@ async fn the_operator_runner_freezes_a_pod_by_uid_reports_every_fault_and_kills_
         "the pod's process was stopped: {states:?}"
     );
     assert_eq!(
-        state(worker.pid()),
+        state(node.worker.pid()),
         Some('S'),
         "and continued by the revert"
     );
@@ -297,76 +315,52 @@ async fn the_operator_runner_freezes_a_pod_by_uid_reports_every_fault_and_kills_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_side_slo_without_prometheus_fails_the_preflight_and_injects_nothing() {
-    if !root_or_skip("placed run preflight") {
+    let Some(node) = Node::new(
+        "placed run preflight",
+        "4f6b8a2e-1c3d-4e5f-8a9b-0c1d2e3f4a52",
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (_agent, agent_url) = start_agent(dir.path());
-    let worker =
-        PodCgroup::new("4f6b8a2e-1c3d-4e5f-8a9b-0c1d2e3f4a52").expect("create a pod cgroup");
+    };
     let yaml = format!(
-        "{FREEZE_AND_KILL}  slos:\n    - name: p99\n      latency: {{service: gateway, quantile: 0.99, max: 1s}}\n      window: 1s\n"
-    )
-    .replace("    - name: kill\n      target: {labels: {app: victim}, mode: one}\n      after: 1s\n      duration: 1s\n      process: {signal: SIGKILL}\n", "");
+        "{FREEZE}  slos:\n    - name: p99\n      latency: {{service: gateway, quantile: 0.99, max: 1s}}\n      window: 1s\n"
+    );
     let recorder = Arc::new(Recorder::default());
     let context = RunContext {
         faults: Some(Arc::new(Observer(recorder.clone()))),
-        targets: vec![PlacedTarget {
-            fault: "freeze".into(),
-            target: ResolvedTarget {
-                name: "worker-0".into(),
-                pod: Some(pod("worker-0", "4f6b8a2e-1c3d-4e5f-8a9b-0c1d2e3f4a52")),
-                ..Default::default()
-            },
-            agent: agent_url,
-        }],
+        targets: vec![node.freeze_target()],
         ..RunContext::default()
     };
-    let runner = InProcessRunner {
-        agent_token_file: dir.path().join("token"),
-        prometheus: None,
-        work_dir: dir.path().join("runs"),
-        lease_ttl: Duration::from_secs(3),
-    };
-    let outcome = runner
+    let outcome = node
+        .runner()
         .run(experiment(&yaml), context, CancellationToken::new())
         .await;
     assert_eq!(outcome.verdict, Verdict::Error, "{outcome:?}");
     let report = outcome.report.unwrap().to_string();
     assert!(report.contains("--prometheus"), "{report}");
     assert!(recorder.events.lock().unwrap().is_empty());
-    assert_eq!(state(worker.pid()), Some('S'));
+    assert_eq!(state(node.worker.pid()), Some('S'));
 }
 
 #[test]
 fn chaos_run_honours_a_targets_file_from_its_caller() {
-    if !root_or_skip("chaos run with FAULTLINE_TARGETS_FILE") {
+    let Some(node) = Node::new(
+        "chaos run with FAULTLINE_TARGETS_FILE",
+        "4f6b8a2e-1c3d-4e5f-8a9b-0c1d2e3f4a53",
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (_agent, agent_url) = start_agent(dir.path());
-    let worker =
-        PodCgroup::new("4f6b8a2e-1c3d-4e5f-8a9b-0c1d2e3f4a53").expect("create a pod cgroup");
-    let file = dir.path().join("freeze.yaml");
+    };
+    let dir = node.dir.path();
+    let file = dir.join("freeze.yaml");
+    std::fs::write(&file, FREEZE).unwrap();
+    let targets = dir.join("targets.json");
     std::fs::write(
-        &file,
-        FREEZE_AND_KILL.replace("    - name: kill\n      target: {labels: {app: victim}, mode: one}\n      after: 1s\n      duration: 1s\n      process: {signal: SIGKILL}\n", ""),
+        &targets,
+        serde_json::to_vec(&[node.freeze_target()]).unwrap(),
     )
     .unwrap();
-    let targets = dir.path().join("targets.json");
-    let placed = vec![PlacedTarget {
-        fault: "freeze".into(),
-        target: ResolvedTarget {
-            name: "worker-0".into(),
-            pod: Some(pod("worker-0", "4f6b8a2e-1c3d-4e5f-8a9b-0c1d2e3f4a53")),
-            ..Default::default()
-        },
-        agent: agent_url,
-    }];
-    std::fs::write(&targets, serde_json::to_vec(&placed).unwrap()).unwrap();
-    let json = dir.path().join("report.json");
+    let json = dir.join("report.json");
     let stop = Arc::new(Mutex::new(false));
-    let states = watch_states(worker.pid(), stop.clone());
+    let states = watch_states(node.worker.pid(), stop.clone());
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_chaos"))
         .arg("run")
@@ -375,7 +369,7 @@ fn chaos_run_honours_a_targets_file_from_its_caller() {
         .arg(&json)
         .arg("--no-progress")
         .env("FAULTLINE_TARGETS_FILE", &targets)
-        .env("FAULTLINE_AGENT_TOKEN_FILE", dir.path().join("token"))
+        .env("FAULTLINE_AGENT_TOKEN_FILE", dir.join("token"))
         .output()
         .unwrap();
     *stop.lock().unwrap() = true;
@@ -392,6 +386,6 @@ fn chaos_run_honours_a_targets_file_from_its_caller() {
         "the run lasted its duration"
     );
     assert!(states.contains(&'T'), "{states:?}");
-    assert_eq!(state(worker.pid()), Some('S'));
+    assert_eq!(state(node.worker.pid()), Some('S'));
     assert!(report.contains("\"mode\": \"kubernetes\""), "{report}");
 }

@@ -2,8 +2,9 @@
 //!
 //! - CPU: the agent's burner threads join the target's cgroup. cgroup v1 moves single
 //!   threads (`tasks`), so they join the target's `cpu` and `cpuacct` cgroups and are
-//!   throttled by its CFS quota and counted in its `cpuacct.usage`. A target with a quota
-//!   is loaded relative to it: `load: 80%` under a 0.5-CPU quota burns 0.4 CPU.
+//!   throttled by its CFS quota and counted in its `cpuacct.usage`. `load` means what it
+//!   means everywhere (a share of one CPU per worker); the target's quota caps it, so
+//!   `load: 80%` under a 0.5-CPU quota holds the cgroup at its quota.
 //! - Memory: pages are charged to the memory cgroup of the process that faults them in,
 //!   so a helper process (the agent's own binary, re-executed) joins the target's memory
 //!   cgroup and fills a memfd that the agent holds. The memory stays charged while the
@@ -225,10 +226,7 @@ impl Fault for CgroupCpu {
         };
         let quota = cgroups.cpu_quota();
         let base = CpuStress::new(&self.fault)?;
-        let total = match quota {
-            Some(q) => base.load() * q,
-            None => base.load() * f64::from(base.workers()),
-        };
+        let total = base.load() * f64::from(base.workers());
         let stress = base.in_cgroup(tasks, total);
         let target = ResolvedTarget {
             pid: Some(pid),

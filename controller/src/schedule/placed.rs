@@ -383,12 +383,7 @@ impl ExperimentRunner for InProcessRunner {
         context: RunContext,
         cancel: CancellationToken,
     ) -> RunOutcome {
-        let dir = context
-            .report_dir
-            .clone()
-            .unwrap_or_else(|| self.work_dir.clone())
-            .join(&experiment.name)
-            .join(chrono::Utc::now().timestamp_millis().to_string());
+        let dir = context.run_dir(&self.work_dir, &experiment.name);
         let options = PlacedOptions {
             agent_token_file: self.agent_token_file.clone(),
             prometheus: self.prometheus.clone(),

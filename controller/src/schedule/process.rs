@@ -103,13 +103,7 @@ impl ExperimentRunner for ProcessRunner {
             let msg = format!("no source document for experiment {}", experiment.name);
             return outcome(Verdict::Error, vec![], None, Some(msg));
         };
-        let stamp = chrono::Utc::now().timestamp_millis();
-        let dir = context
-            .report_dir
-            .clone()
-            .unwrap_or_else(|| self.work_dir.clone())
-            .join(&experiment.name)
-            .join(stamp.to_string());
+        let dir = context.run_dir(&self.work_dir, &experiment.name);
         let file = dir.join("experiment.yaml");
         let junit = dir.join("junit.xml");
         if let Err(e) = tokio::fs::create_dir_all(&dir).await {

@@ -119,6 +119,18 @@ pub struct RunContext {
     pub source: Option<String>,
 }
 
+impl RunContext {
+    /// Where one run of `experiment` writes its files:
+    /// `<report_dir or work_dir>/<experiment>/<unix ms>/`.
+    pub fn run_dir(&self, work_dir: &std::path::Path, experiment: &str) -> PathBuf {
+        self.report_dir
+            .as_deref()
+            .unwrap_or(work_dir)
+            .join(experiment)
+            .join(chrono::Utc::now().timestamp_millis().to_string())
+    }
+}
+
 impl std::fmt::Debug for RunContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunContext")
