@@ -216,7 +216,9 @@ async fn embedded_rate_and_quantile_agree_with_prometheus_within_two_percent() -
             "errorRate route",
             SloKind::ErrorRate {
                 service: SERVICE.into(),
-                max: Percent::from_fraction(0.10).context("percent")?,
+                // The route's error rate is 10% by construction; the threshold must not
+                // sit on the value, or sampling decides the status this test asserts.
+                max: Percent::from_fraction(0.15).context("percent")?,
                 route: Some("/api/orders/:id".into()),
             },
         ),
