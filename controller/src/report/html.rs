@@ -389,23 +389,31 @@ fn chart(report: &RunReport, slo: &SloReport) -> String {
         s,
         "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{plot_w}\" height=\"{plot_h}\" fill=\"#fbfcfd\" stroke=\"#d5dae1\"/>"
     );
-    // Fault windows.
-    for (i, (fault, start, end)) in fault_windows(report).into_iter().enumerate() {
-        let x0 = x(start);
-        let w = (x(end) - x0).max(1.0);
+    // Fault windows, then one label per start time: faults that start together share a
+    // label ("a, b, c"), and labels of successive start times alternate rows.
+    let windows = fault_windows(report);
+    let mut labels: Vec<(f64, Vec<&str>)> = Vec::new();
+    for (fault, start, end) in &windows {
+        let x0 = x(*start);
+        let w = (x(*end) - x0).max(1.0);
         let _ = write!(
             s,
             "<rect class=\"fault-window\" x=\"{x0:.1}\" y=\"{TOP}\" width=\"{w:.1}\" height=\"{plot_h}\" fill=\"#f5a623\" fill-opacity=\"0.22\"><title>{} on {}: +{start:.1}s – +{end:.1}s</title></rect>",
             esc(&fault.name),
             esc(&fault.target.name)
         );
+        match labels.iter_mut().find(|(lx, _)| (*lx - x0).abs() < 1.0) {
+            Some((_, names)) => names.push(&fault.name),
+            None => labels.push((x0, vec![&fault.name])),
+        }
+    }
+    for (i, (x0, names)) in labels.iter().enumerate() {
         let _ = write!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#b7791f\">{}</text>",
             x0 + 3.0,
-            // Alternate label rows so faults sharing a window stay readable.
             TOP - 4.0 - 12.0 * (i % 2) as f64,
-            esc(&fault.name)
+            esc(&names.join(", "))
         );
     }
     // Grid and y ticks.
