@@ -44,7 +44,9 @@ pub fn env_filter(default_directive: &str) -> Result<EnvFilter, TelemetryError> 
 /// [`env_filter`]. Fails if a subscriber is already installed.
 pub fn init_tracing(format: LogFormat, default_directive: &str) -> Result<(), TelemetryError> {
     let filter = env_filter(default_directive)?;
-    let ansi = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // Colour only for a terminal: escape codes in a redirected log file are noise.
+    let ansi = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
