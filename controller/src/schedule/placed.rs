@@ -224,12 +224,6 @@ struct ObservedAgent {
     killed: std::sync::Mutex<std::collections::HashMap<String, FaultState>>,
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 impl ObservedAgent {
     /// Deletes the pod (grace period 0) and describes it as the agent would a signal.
     async fn kill_pod(
@@ -246,7 +240,7 @@ impl ObservedAgent {
                 agent: "kubernetes-api".into(),
                 message: format!("deleting pod {}/{}: {message}", pod.namespace, pod.name),
             })?;
-        let now = unix_ms(SystemTime::now());
+        let now = u64::try_from(crate::slo::unix_ms(SystemTime::now())).unwrap_or(0);
         Ok(FaultState {
             effect: ObservedEffect {
                 summary: format!("deleted pod {}/{} (grace 0)", pod.namespace, pod.name),
