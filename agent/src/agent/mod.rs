@@ -621,74 +621,44 @@ fn recover(dir: &std::path::Path) -> Result<(Journal, RecoveryReport), JournalEr
     };
     let mut keep = Vec::new();
     for (request, revert) in replay.leftovers {
-        match &revert {
-            RevertRecord::DiesWithAgent => report.reverted.push(format!(
-                "{}: {} died with the previous agent",
-                request.id,
+        // Each arm says what reverting did; failing or succeeding is booked the same way.
+        let outcome = match &revert {
+            RevertRecord::DiesWithAgent => Ok(format!(
+                "{} died with the previous agent",
                 request.fault.name()
             )),
-            RevertRecord::NftTable { netns, table } => {
-                match crate::nft::delete_leftover(netns, table) {
-                    Ok(true) => report
-                        .reverted
-                        .push(format!("{}: deleted nft table {table}", request.id)),
-                    Ok(false) => report.reverted.push(format!(
-                        "{}: the namespace of nft table {table} is gone",
-                        request.id
-                    )),
-                    Err(e) => {
-                        report.failed.push(format!("{}: {e}", request.id));
-                        keep.push((request, revert));
+            RevertRecord::NftTable { netns, table } => crate::nft::delete_leftover(netns, table)
+                .map(|deleted| {
+                    if deleted {
+                        format!("deleted nft table {table}")
+                    } else {
+                        format!("the namespace of nft table {table} is gone")
                     }
-                }
-            }
+                }),
             RevertRecord::RedirectTable { netns, table } => {
-                match crate::redirect::delete_leftover(netns, table) {
-                    Ok(_) => report
-                        .reverted
-                        .push(format!("{}: deleted redirect table {table}", request.id)),
-                    Err(e) => {
-                        report.failed.push(format!("{}: {e}", request.id));
-                        keep.push((request, revert));
-                    }
-                }
+                crate::redirect::delete_leftover(netns, table)
+                    .map(|_| format!("deleted redirect table {table}"))
             }
-            RevertRecord::TcShaping { netns, shaping } => {
-                match crate::tc::undo_leftover(netns, shaping) {
-                    Ok(_) => report
-                        .reverted
-                        .push(format!("{}: removed tc shaping {shaping:?}", request.id)),
-                    Err(e) => {
-                        report.failed.push(format!("{}: {e}", request.id));
-                        keep.push((request, revert));
-                    }
-                }
-            }
-            RevertRecord::UnpauseContainer { container_id } => {
-                match crate::docker::Docker::from_env().unpause(container_id) {
-                    Ok(()) => report
-                        .reverted
-                        .push(format!("{}: unpaused container {container_id}", request.id)),
-                    Err(e) => {
-                        report.failed.push(format!("{}: {e}", request.id));
-                        keep.push((request, revert));
-                    }
-                }
-            }
+            RevertRecord::TcShaping { netns, shaping } => crate::tc::undo_leftover(netns, shaping)
+                .map(|_| format!("removed tc shaping {shaping:?}")),
+            RevertRecord::UnpauseContainer { container_id } => crate::docker::Docker::from_env()
+                .unpause(container_id)
+                .map(|()| format!("unpaused container {container_id}")),
             RevertRecord::ContinueProcess { pid, start_time } => {
-                match crate::process::continue_leftover(*pid, *start_time) {
-                    Ok(true) => report
-                        .reverted
-                        .push(format!("{}: continued stopped process {pid}", request.id)),
-                    Ok(false) => report.reverted.push(format!(
-                        "{}: process {pid} is gone or was recycled; not signalled",
-                        request.id
-                    )),
-                    Err(e) => {
-                        report.failed.push(format!("{}: {e}", request.id));
-                        keep.push((request, revert));
+                crate::process::continue_leftover(*pid, *start_time).map(|continued| {
+                    if continued {
+                        format!("continued stopped process {pid}")
+                    } else {
+                        format!("process {pid} is gone or was recycled; not signalled")
                     }
-                }
+                })
+            }
+        };
+        match outcome {
+            Ok(done) => report.reverted.push(format!("{}: {done}", request.id)),
+            Err(e) => {
+                report.failed.push(format!("{}: {e}", request.id));
+                keep.push((request, revert));
             }
         }
     }
