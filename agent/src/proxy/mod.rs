@@ -16,6 +16,7 @@ pub mod rules;
 mod timer;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
@@ -182,7 +183,13 @@ impl ProxyRegistry {
             }
             map.insert(id.into(), proxy);
         }
-        tokio::spawn(accept_loop(listener, upstream, rules_rx, cancel));
+        tokio::spawn(accept_loop(
+            listener,
+            rules_rx,
+            cancel,
+            "proxy",
+            move |_| Some(TcpStream::connect(upstream)),
+        ));
         tracing::debug!(id, %listen, %upstream, "proxy created");
         Ok(listen)
     }
@@ -228,12 +235,19 @@ impl ProxyRegistry {
     }
 }
 
-async fn accept_loop(
+/// Accepts clients on `listener` until `cancel` fires and pumps each one under `rules` to the
+/// upstream `connect` opens for it; `connect` returns `None` to drop a client it cannot place.
+/// Shared by the local proxies and the redirect proxy; `kind` names which in the warning.
+pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
-    upstream: SocketAddr,
     rules: watch::Receiver<Arc<RuleSet>>,
     cancel: CancellationToken,
-) {
+    kind: &'static str,
+    mut connect: F,
+) where
+    F: FnMut(&TcpStream) -> Option<Fut> + Send,
+    Fut: Future<Output = std::io::Result<TcpStream>> + Send + 'static,
+{
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -241,17 +255,19 @@ async fn accept_loop(
         };
         match accepted {
             Ok((client, peer)) => {
-                tokio::spawn(pump::connection(
-                    client,
-                    peer,
-                    TcpStream::connect(upstream),
-                    rules.clone(),
-                    cancel.clone(),
-                ));
+                if let Some(upstream) = connect(&client) {
+                    tokio::spawn(pump::connection(
+                        client,
+                        peer,
+                        upstream,
+                        rules.clone(),
+                        cancel.clone(),
+                    ));
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "proxy accept failed");
+                tracing::warn!(error = %e, "{kind} accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         }

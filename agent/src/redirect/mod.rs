@@ -227,42 +227,6 @@ fn original_dst(s: &TcpStream) -> std::io::Result<SocketAddr> {
     )))
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    netns: Arc<Netns>,
-    rules: watch::Receiver<Arc<RuleSet>>,
-    cancel: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((client, peer)) => {
-                let to = match original_dst(&client) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "redirected connection without an original destination");
-                        continue;
-                    }
-                };
-                tokio::spawn(crate::proxy::pump::connection(
-                    client,
-                    peer,
-                    connect_upstream(netns.clone(), to),
-                    rules.clone(),
-                    cancel.clone(),
-                ));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "redirect proxy accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
-
 /// Resets the established inbound connections on `netns`'s listening TCP ports other
 /// than `proxy_port` (see the module docs). Best effort: without `ss` or the kernel's
 /// sock_destroy the fault still applies to every new connection, and a warning says so.
@@ -361,7 +325,21 @@ impl Fault for RedirectLatency {
             TcpListener::from_std(listener)
                 .map_err(|e| FaultError::io("register the redirect proxy", e))?
         };
-        runtime.spawn(accept_loop(listener, netns.clone(), rules, cancel.clone()));
+        let upstream_ns = netns.clone();
+        runtime.spawn(crate::proxy::accept_loop(
+            listener,
+            rules,
+            cancel.clone(),
+            "redirect proxy",
+            move |client| {
+                original_dst(client)
+                    .inspect_err(|e| {
+                        tracing::debug!(error = %e, "redirected connection without an original destination");
+                    })
+                    .ok()
+                    .map(|to| connect_upstream(upstream_ns.clone(), to))
+            },
+        ));
         let mut handle = RedirectHandle {
             netns,
             table: self.table.clone(),
