@@ -152,6 +152,27 @@ fn check_crlf(head: &[u8]) -> Result<(), ParseError> {
     Ok(())
 }
 
+/// The head's length once httparse's `status` says it is complete, with bare LFs rejected;
+/// `None` while the head is partial.
+fn complete_head_len(
+    buf: &[u8],
+    status: httparse::Result<usize>,
+) -> Result<Option<usize>, ParseError> {
+    match status {
+        Ok(httparse::Status::Complete(n)) => {
+            check_crlf(&buf[..n])?;
+            Ok(Some(n))
+        }
+        Ok(httparse::Status::Partial) => {
+            // A bare LF in a partial head is already fatal; finding it early stops a peer from
+            // holding the connection with a head that can never be accepted.
+            check_crlf(buf)?;
+            Ok(None)
+        }
+        Err(e) => Err(map_httparse(e)),
+    }
+}
+
 /// Framing facts gathered from the header fields.
 struct Fields {
     content_length: Option<u64>,
@@ -160,6 +181,18 @@ struct Fields {
     keep_alive: bool,
     expect_continue: bool,
     hosts: u32,
+}
+
+impl Fields {
+    /// Whether the header fields let the connection persist: HTTP/1.1 unless `close`,
+    /// HTTP/1.0 only with `keep-alive` (and no `close`).
+    fn persistent(&self, minor_version: u8) -> bool {
+        if minor_version == 1 {
+            !self.close
+        } else {
+            self.keep_alive && !self.close
+        }
+    }
 }
 
 fn trim(v: &[u8]) -> &[u8] {
@@ -264,17 +297,9 @@ fn finish_request<'b, 'h>(
     req: httparse::Request<'h, 'b>,
     status: httparse::Result<usize>,
 ) -> Result<Parsed<RequestHead<'b, 'h>>, ParseError> {
-    let head_len = match status {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            // A bare LF in a partial head is already fatal; finding it early stops a client from
-            // holding the connection with a head that can never be accepted.
-            check_crlf(buf)?;
-            return Ok(Parsed::Partial);
-        }
-        Err(e) => return Err(map_httparse(e)),
+    let Some(head_len) = complete_head_len(buf, status)? else {
+        return Ok(Parsed::Partial);
     };
-    check_crlf(&buf[..head_len])?;
     let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version)
     else {
         return Err(ParseError::Malformed("incomplete request line"));
@@ -296,11 +321,7 @@ fn finish_request<'b, 'h>(
             Some(n) => BodyFraming::ContentLength(n),
         }
     };
-    let keep_alive = if minor_version == 1 {
-        !f.close
-    } else {
-        f.keep_alive && !f.close
-    };
+    let keep_alive = f.persistent(minor_version);
     Ok(Parsed::Complete(RequestHead {
         method,
         target,
@@ -319,15 +340,10 @@ pub fn parse_response_head<'b, 'h>(
     headers: &'h mut [Header<'b>],
 ) -> Result<Parsed<ResponseHead<'b, 'h>>, ParseError> {
     let mut resp = httparse::Response::new(headers);
-    let head_len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            check_crlf(buf)?;
-            return Ok(Parsed::Partial);
-        }
-        Err(e) => return Err(map_httparse(e)),
+    let parsed = resp.parse(buf);
+    let Some(head_len) = complete_head_len(buf, parsed)? else {
+        return Ok(Parsed::Partial);
     };
-    check_crlf(&buf[..head_len])?;
     let (Some(status), Some(minor_version)) = (resp.code, resp.version) else {
         return Err(ParseError::Malformed("incomplete status line"));
     };
@@ -345,12 +361,7 @@ pub fn parse_response_head<'b, 'h>(
             None => BodyFraming::UntilClose,
         }
     };
-    let keep_alive = framing != BodyFraming::UntilClose
-        && if minor_version == 1 {
-            !f.close
-        } else {
-            f.keep_alive && !f.close
-        };
+    let keep_alive = framing != BodyFraming::UntilClose && f.persistent(minor_version);
     Ok(Parsed::Complete(ResponseHead {
         status,
         reason,
