@@ -7,6 +7,10 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use faultline_agent::{Agent, AgentConfig};
+use faultline_spec::wire::{FaultRequest, ResolvedTarget};
+use faultline_spec::{Direction, FaultKind, Latency, NetworkAction, NetworkFault};
+
 /// Whether privileged network tests can run. Outside CI a missing prerequisite skips
 /// (with the reason printed); under `CI=true` it fails, naming what to install.
 pub fn privileged_or_skip(test: &str) -> bool {
@@ -50,6 +54,63 @@ pub fn sh(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// An agent keeping its journal under a fresh temporary directory; the directory is
+/// deleted when the returned guard drops, so keep it as long as the agent.
+pub async fn agent_with_state_dir() -> (Agent, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, _) = Agent::start(AgentConfig {
+        state_dir: Some(dir.path().join("state")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    (agent, dir)
+}
+
+/// A request for `fault` on the process `pid` (see [`NetPair::target_pid`]), leased for
+/// `ttl_s` seconds.
+pub fn request_on_pid(
+    id: &str,
+    experiment: &str,
+    pid: u32,
+    fault: FaultKind,
+    ttl_s: u64,
+) -> FaultRequest {
+    FaultRequest {
+        id: id.into(),
+        experiment: experiment.into(),
+        target: ResolvedTarget {
+            name: "target".into(),
+            pid: Some(pid),
+            ..Default::default()
+        },
+        fault,
+        ttl: faultline_spec::Duration::from_secs(ttl_s),
+    }
+}
+
+/// `action` on all of the target's traffic in `direction` (every peer, every port), on
+/// the default backend; narrow it with struct update syntax.
+pub fn network(action: NetworkAction, direction: Direction) -> NetworkFault {
+    NetworkFault {
+        action,
+        direction,
+        peers: Vec::new(),
+        ports: Vec::new(),
+        backend: Default::default(),
+    }
+}
+
+/// A fixed delay of `ms` milliseconds: no jitter, no correlation.
+pub fn latency_ms(ms: u64) -> NetworkAction {
+    NetworkAction::Latency(Latency {
+        delay: faultline_spec::Duration::from_millis(ms),
+        jitter: Default::default(),
+        correlation: None,
+        distribution: Default::default(),
+    })
+}
+
 /// Two namespaces `client` and `target` joined by a veth pair: the client has
 /// `10.213.N.1/24`, the target `10.213.N.2/24`. Dropping it deletes both namespaces
 /// (and with them the veth pair and anything in them).
@@ -68,6 +129,17 @@ pub struct NetPair {
 }
 
 impl NetPair {
+    /// For test `test`: the pair from [`NetPair::new`] with a process in its target
+    /// namespace and that process's PID, or `None` when [`privileged_or_skip`] skips.
+    pub fn with_target_or_skip(test: &str, n: u8) -> Option<(Self, u32)> {
+        if !privileged_or_skip(test) {
+            return None;
+        }
+        let mut pair = Self::new(n);
+        let pid = pair.target_pid();
+        Some((pair, pid))
+    }
+
     /// Creates the pair; `n` picks the subnet and must be unique per test binary.
     pub fn new(n: u8) -> Self {
         let id = format!("fl{}n{n}", std::process::id());

@@ -7,29 +7,13 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use faultline_agent::{Agent, AgentConfig};
-use faultline_spec::wire::{FaultRequest, ResolvedTarget};
-use faultline_spec::{Direction, Empty, FaultKind, Loss, NetworkAction, NetworkFault, Percent};
+use faultline_spec::wire::FaultRequest;
+use faultline_spec::{Direction, Empty, FaultKind, Loss, NetworkAction, Percent};
 use netns_common::NetPair;
 
 fn request(id: &str, pid: u32, action: NetworkAction, ttl_s: u64) -> FaultRequest {
-    FaultRequest {
-        id: id.into(),
-        experiment: "nft".into(),
-        target: ResolvedTarget {
-            name: "target".into(),
-            pid: Some(pid),
-            ..Default::default()
-        },
-        fault: FaultKind::Network(NetworkFault {
-            action,
-            direction: Direction::Ingress,
-            peers: Vec::new(),
-            ports: Vec::new(),
-            backend: Default::default(),
-        }),
-        ttl: faultline_spec::Duration::from_secs(ttl_s),
-    }
+    let fault = FaultKind::Network(netns_common::network(action, Direction::Ingress));
+    netns_common::request_on_pid(id, "nft", pid, fault, ttl_s)
 }
 
 /// Accepts and answers every connection with `size` bytes, in its own thread.
@@ -85,27 +69,14 @@ fn download(ns: &str, addr: SocketAddr) -> (usize, Duration) {
     })
 }
 
-async fn agent() -> (Agent, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let (agent, _) = Agent::start(AgentConfig {
-        state_dir: Some(dir.path().join("state")),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    (agent, dir)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_makes_connections_time_out_and_revert_restores_them() {
-    if !netns_common::privileged_or_skip("partition") {
+    let Some((pair, pid)) = NetPair::with_target_or_skip("partition", 11) else {
         return;
-    }
-    let mut pair = NetPair::new(11);
-    let pid = pair.target_pid();
+    };
     let (l, addr) = pair.target_listener();
     serve(l, 10);
-    let (agent, _dir) = agent().await;
+    let (agent, _dir) = netns_common::agent_with_state_dir().await;
     assert!(
         connect(&pair, addr, Duration::from_secs(1)).0.is_ok(),
         "baseline"
@@ -137,14 +108,12 @@ async fn partition_makes_connections_time_out_and_revert_restores_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_refuses_connections_at_once_with_an_rst() {
-    if !netns_common::privileged_or_skip("reset") {
+    let Some((pair, pid)) = NetPair::with_target_or_skip("reset", 12) else {
         return;
-    }
-    let mut pair = NetPair::new(12);
-    let pid = pair.target_pid();
+    };
     let (l, addr) = pair.target_listener();
     serve(l, 10);
-    let (agent, _dir) = agent().await;
+    let (agent, _dir) = netns_common::agent_with_state_dir().await;
     agent
         .apply(request("rst", pid, NetworkAction::Reset(Empty {}), 30))
         .await
@@ -163,17 +132,15 @@ async fn reset_refuses_connections_at_once_with_an_rst() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_percent_loss_drops_that_share_and_forces_retransmissions() {
-    if !netns_common::privileged_or_skip("loss") {
+    let Some((pair, pid)) = NetPair::with_target_or_skip("loss", 13) else {
         return;
-    }
-    let mut pair = NetPair::new(13);
-    let pid = pair.target_pid();
+    };
     // The target downloads from a server in the client namespace: ingress loss at the
     // target drops the data segments, so the sender has to retransmit.
     let (l, addr) = pair.client_listener();
     const SIZE: usize = 512 << 10;
     serve(l, SIZE);
-    let (agent, _dir) = agent().await;
+    let (agent, _dir) = netns_common::agent_with_state_dir().await;
     let target_ns = pair.target.clone();
 
     let retrans = || NetPair::snmp(&pair.client, "Tcp", "RetransSegs");
@@ -239,12 +206,10 @@ async fn thirty_percent_loss_drops_that_share_and_forces_retransmissions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_renewal_refreshes_the_kernel_timeout() {
-    if !netns_common::privileged_or_skip("renewal") {
+    let Some((pair, pid)) = NetPair::with_target_or_skip("renewal", 14) else {
         return;
-    }
-    let mut pair = NetPair::new(14);
-    let pid = pair.target_pid();
-    let (agent, _dir) = agent().await;
+    };
+    let (agent, _dir) = netns_common::agent_with_state_dir().await;
     agent
         .apply(request("renew", pid, NetworkAction::Partition(Empty {}), 3))
         .await
@@ -276,16 +241,14 @@ async fn a_lease_renewal_refreshes_the_kernel_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ports_and_peers_narrow_a_partition_to_the_matching_traffic() {
-    if !netns_common::privileged_or_skip("narrowing") {
+    let Some((pair, pid)) = NetPair::with_target_or_skip("narrowing", 15) else {
         return;
-    }
-    let mut pair = NetPair::new(15);
-    let pid = pair.target_pid();
+    };
     let (l1, hit) = pair.target_listener();
     let (l2, spared) = pair.target_listener();
     serve(l1, 10);
     serve(l2, 10);
-    let (agent, _dir) = agent().await;
+    let (agent, _dir) = netns_common::agent_with_state_dir().await;
     let mut req = request("narrow", pid, NetworkAction::Partition(Empty {}), 30);
     let FaultKind::Network(n) = &mut req.fault else {
         unreachable!()
@@ -317,14 +280,12 @@ async fn ports_and_peers_narrow_a_partition_to_the_matching_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn egress_reset_refuses_the_targets_own_calls() {
-    if !netns_common::privileged_or_skip("egress reset") {
+    let Some((pair, pid)) = NetPair::with_target_or_skip("egress reset", 16) else {
         return;
-    }
-    let mut pair = NetPair::new(16);
-    let pid = pair.target_pid();
+    };
     let (l, addr) = pair.client_listener();
     serve(l, 10);
-    let (agent, _dir) = agent().await;
+    let (agent, _dir) = netns_common::agent_with_state_dir().await;
     let mut req = request("egress-rst", pid, NetworkAction::Reset(Empty {}), 30);
     let FaultKind::Network(n) = &mut req.fault else {
         unreachable!()

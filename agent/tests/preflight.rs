@@ -4,42 +4,24 @@
 mod netns_common;
 
 use faultline_agent::{Agent, AgentConfig};
-use faultline_spec::wire::{FaultRequest, ResolvedTarget};
-use faultline_spec::{Direction, FaultKind, Latency, NetworkAction, NetworkBackend, NetworkFault};
+use faultline_spec::wire::FaultRequest;
+use faultline_spec::{Direction, FaultKind, NetworkBackend, NetworkFault};
 use netns_common::NetPair;
 
 fn latency(pid: u32, backend: NetworkBackend) -> FaultRequest {
-    FaultRequest {
-        id: format!("lat-{backend:?}"),
-        experiment: "preflight".into(),
-        target: ResolvedTarget {
-            name: "target".into(),
-            pid: Some(pid),
-            ..Default::default()
-        },
-        fault: FaultKind::Network(NetworkFault {
-            action: NetworkAction::Latency(Latency {
-                delay: faultline_spec::Duration::from_millis(20),
-                jitter: Default::default(),
-                correlation: None,
-                distribution: Default::default(),
-            }),
-            direction: Direction::Ingress,
-            peers: Vec::new(),
-            ports: vec![9],
-            backend,
-        }),
-        ttl: faultline_spec::Duration::from_secs(30),
-    }
+    let fault = FaultKind::Network(NetworkFault {
+        ports: vec![9],
+        backend,
+        ..netns_common::network(netns_common::latency_ms(20), Direction::Ingress)
+    });
+    netns_common::request_on_pid(&format!("lat-{backend:?}"), "preflight", pid, fault, 30)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_netem_request_without_sch_netem_fails_before_injection_and_auto_picks_the_proxy() {
-    if !netns_common::privileged_or_skip("preflight") {
+    let Some((pair, pid)) = NetPair::with_target_or_skip("preflight", 51) else {
         return;
-    }
-    let mut pair = NetPair::new(51);
-    let pid = pair.target_pid();
+    };
     let (agent, _) = Agent::start(AgentConfig::default()).await.unwrap();
     let caps = agent.capabilities();
     assert!(caps.privileged && caps.nftables, "{caps:?}");

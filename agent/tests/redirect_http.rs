@@ -8,8 +8,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use faultline_agent::{Agent, AgentConfig};
-use faultline_spec::wire::{FaultRequest, ResolvedTarget};
 use faultline_spec::{FaultKind, HttpAbort, HttpFault, Percent};
 use netns_common::NetPair;
 
@@ -66,43 +64,32 @@ fn statuses(pair: &NetPair, addr: SocketAddr, n: usize) -> Vec<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirect_proxy_aborts_the_asked_share_of_http_requests_into_the_target() {
-    if !netns_common::privileged_or_skip("redirect http abort") {
+    let Some((pair, pid)) = NetPair::with_target_or_skip("redirect http abort", 33) else {
         return;
-    }
-    let mut pair = NetPair::new(33);
-    let pid = pair.target_pid();
+    };
     let (l, addr) = pair.target_listener();
     http_ok(l);
-    let dir = tempfile::tempdir().unwrap();
-    let (agent, _) = Agent::start(AgentConfig {
-        state_dir: Some(dir.path().join("state")),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (agent, _dir) = netns_common::agent_with_state_dir().await;
     let before = tokio::task::block_in_place(|| statuses(&pair, addr, 20));
     assert!(before.iter().all(|&c| c == 200), "{before:?}");
 
+    let fault = FaultKind::Http(HttpFault {
+        abort: Some(HttpAbort {
+            status: 503,
+            percent: Percent::from_fraction(0.5).unwrap(),
+        }),
+        delay: None,
+        paths: Vec::new(),
+        methods: Vec::new(),
+    });
     let out = agent
-        .apply(FaultRequest {
-            id: "abort".into(),
-            experiment: "redirect-http".into(),
-            target: ResolvedTarget {
-                name: "target".into(),
-                pid: Some(pid),
-                ..Default::default()
-            },
-            fault: FaultKind::Http(HttpFault {
-                abort: Some(HttpAbort {
-                    status: 503,
-                    percent: Percent::from_fraction(0.5).unwrap(),
-                }),
-                delay: None,
-                paths: Vec::new(),
-                methods: Vec::new(),
-            }),
-            ttl: faultline_spec::Duration::from_secs(60),
-        })
+        .apply(netns_common::request_on_pid(
+            "abort",
+            "redirect-http",
+            pid,
+            fault,
+            60,
+        ))
         .await
         .unwrap();
     assert_eq!(out.state.backend, "redirect");

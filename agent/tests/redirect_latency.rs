@@ -8,8 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use faultline_agent::{Agent, AgentConfig};
-use faultline_spec::wire::{FaultRequest, ResolvedTarget};
-use faultline_spec::{Direction, FaultKind, Latency, NetworkAction, NetworkFault};
+use faultline_spec::{Direction, FaultKind, NetworkFault};
 use netns_common::NetPair;
 
 fn echo(listener: std::net::TcpListener) {
@@ -54,46 +53,23 @@ fn mean_rtt_from(ns: &str, addr: SocketAddr, n: usize) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirect_proxy_adds_the_asked_delay_measured_at_the_client() {
-    if !netns_common::privileged_or_skip("redirect latency") {
+    let Some((pair, pid)) = NetPair::with_target_or_skip("redirect latency", 31) else {
         return;
-    }
-    let mut pair = NetPair::new(31);
-    let pid = pair.target_pid();
+    };
     let (l, addr) = pair.target_listener();
     echo(l);
-    let dir = tempfile::tempdir().unwrap();
-    let (agent, _) = Agent::start(AgentConfig {
-        state_dir: Some(dir.path().join("state")),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (agent, _dir) = netns_common::agent_with_state_dir().await;
     let base = tokio::task::block_in_place(|| mean_rtt(&pair, addr, 50));
 
     let delay = Duration::from_millis(50);
+    let fault = FaultKind::Network(NetworkFault {
+        ports: vec![addr.port()],
+        ..netns_common::network(netns_common::latency_ms(50), Direction::Ingress)
+    });
     let out = agent
-        .apply(FaultRequest {
-            id: "lat".into(),
-            experiment: "redirect".into(),
-            target: ResolvedTarget {
-                name: "target".into(),
-                pid: Some(pid),
-                ..Default::default()
-            },
-            fault: FaultKind::Network(NetworkFault {
-                action: NetworkAction::Latency(Latency {
-                    delay: faultline_spec::Duration::from_millis(50),
-                    jitter: Default::default(),
-                    correlation: None,
-                    distribution: Default::default(),
-                }),
-                direction: Direction::Ingress,
-                peers: Vec::new(),
-                ports: vec![addr.port()],
-                backend: Default::default(),
-            }),
-            ttl: faultline_spec::Duration::from_secs(60),
-        })
+        .apply(netns_common::request_on_pid(
+            "lat", "redirect", pid, fault, 60,
+        ))
         .await
         .unwrap();
     assert_eq!(out.state.backend, "redirect");
@@ -118,42 +94,23 @@ async fn redirect_proxy_adds_the_asked_delay_measured_at_the_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn egress_latency_delays_the_targets_own_calls_and_the_proxy_is_not_redirected_again() {
-    if !netns_common::privileged_or_skip("redirect egress latency") {
+    let Some((pair, pid)) = NetPair::with_target_or_skip("redirect egress latency", 32) else {
         return;
-    }
-    let mut pair = NetPair::new(32);
-    let pid = pair.target_pid();
+    };
     // The target calls a server in the client namespace.
     let (l, addr) = pair.client_listener();
     echo(l);
     let (agent, _) = Agent::start(AgentConfig::default()).await.unwrap();
     let target_ns = pair.target.clone();
     let base = tokio::task::block_in_place(|| mean_rtt_from(&target_ns, addr, 50));
+    let fault = FaultKind::Network(NetworkFault {
+        peers: vec![faultline_spec::Peer::parse(&format!("{}/32", pair.client_ip)).unwrap()],
+        ..netns_common::network(netns_common::latency_ms(30), Direction::Egress)
+    });
     let out = agent
-        .apply(FaultRequest {
-            id: "egress".into(),
-            experiment: "redirect".into(),
-            target: ResolvedTarget {
-                name: "target".into(),
-                pid: Some(pid),
-                ..Default::default()
-            },
-            fault: FaultKind::Network(NetworkFault {
-                action: NetworkAction::Latency(Latency {
-                    delay: faultline_spec::Duration::from_millis(30),
-                    jitter: Default::default(),
-                    correlation: None,
-                    distribution: Default::default(),
-                }),
-                direction: Direction::Egress,
-                peers: vec![
-                    faultline_spec::Peer::parse(&format!("{}/32", pair.client_ip)).unwrap(),
-                ],
-                ports: Vec::new(),
-                backend: Default::default(),
-            }),
-            ttl: faultline_spec::Duration::from_secs(60),
-        })
+        .apply(netns_common::request_on_pid(
+            "egress", "redirect", pid, fault, 60,
+        ))
         .await
         .unwrap();
     assert_eq!(out.state.backend, "redirect");

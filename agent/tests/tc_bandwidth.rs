@@ -8,10 +8,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use faultline_agent::{Agent, AgentConfig};
-use faultline_spec::wire::{FaultRequest, ResolvedTarget};
-use faultline_spec::{
-    Bandwidth, BandwidthLimit, Direction, FaultKind, NetworkAction, NetworkFault,
-};
+use faultline_spec::wire::FaultRequest;
+use faultline_spec::{Bandwidth, BandwidthLimit, Direction, FaultKind, NetworkAction};
 use netns_common::NetPair;
 
 const SIZE: usize = 3 << 20;
@@ -61,44 +59,19 @@ fn rate(ns: &str, addr: SocketAddr) -> f64 {
 }
 
 fn request(id: &str, pid: u32, direction: Direction, bps: u64) -> FaultRequest {
-    FaultRequest {
-        id: id.into(),
-        experiment: "tc".into(),
-        target: ResolvedTarget {
-            name: "target".into(),
-            pid: Some(pid),
-            ..Default::default()
-        },
-        fault: FaultKind::Network(NetworkFault {
-            action: NetworkAction::Bandwidth(BandwidthLimit {
-                rate: Bandwidth(bps),
-            }),
-            direction,
-            peers: Vec::new(),
-            ports: Vec::new(),
-            backend: Default::default(),
-        }),
-        ttl: faultline_spec::Duration::from_secs(60),
-    }
+    let action = NetworkAction::Bandwidth(BandwidthLimit {
+        rate: Bandwidth(bps),
+    });
+    let fault = FaultKind::Network(netns_common::network(action, direction));
+    netns_common::request_on_pid(id, "tc", pid, fault, 60)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bandwidth_caps_egress_and_ingress_within_ten_percent_and_revert_leaves_nothing() {
-    if !netns_common::privileged_or_skip("tc bandwidth") {
+    let Some((pair, pid)) = NetPair::with_target_or_skip("tc bandwidth", 41) else {
         return;
-    }
-    let mut pair = NetPair::new(41);
-    let pid = pair.target_pid();
-    let (agent, _dir) = {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, _) = Agent::start(AgentConfig {
-            state_dir: Some(dir.path().join("state")),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        (a, dir)
     };
+    let (agent, _dir) = netns_common::agent_with_state_dir().await;
     let qdiscs_before = pair.qdiscs();
     let links_before = pair.links();
     const BPS: u64 = 16_000_000;
@@ -140,11 +113,9 @@ async fn bandwidth_caps_egress_and_ingress_within_ten_percent_and_revert_leaves_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_root_qdisc_the_agent_did_not_create_is_refused_and_left_alone() {
-    if !netns_common::privileged_or_skip("tc foreign qdisc") {
+    let Some((pair, pid)) = NetPair::with_target_or_skip("tc foreign qdisc", 42) else {
         return;
-    }
-    let mut pair = NetPair::new(42);
-    let pid = pair.target_pid();
+    };
     netns_common::sh(&[
         "tc",
         "-n",
