@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use faultline_http::{HeaderValue, Method, OwnedRequest, Response, Router, handler_fn};
+use faultline_http::{HeaderValue, Method, OwnedRequest, Response, Router};
 use faultline_resilience::degradation::{CallResult, DegradationConfig, DegradationController};
 use faultline_resilience::ratelimit::{Quota, RateLimiter};
 
-use super::{BuildError, Built, SHED_HEADER, upstream_failure};
+use super::{BuildError, Built, SHED_HEADER, degradation_ticker, upstream_failure, with_state};
 use crate::Service;
 use crate::config::ServiceConfig;
 use crate::observe::Observability;
@@ -65,53 +65,24 @@ pub fn build(config: &ServiceConfig, obs: &Observability) -> Result<Built, Build
         cache: Mutex::new(HashMap::new()),
         obs: obs.clone(),
     });
-    let post = Arc::clone(&state);
-    let get = Arc::clone(&state);
-    let ready = Arc::clone(&state);
     let router = Router::new()
         .post(
             "/api/orders",
-            handler_fn(move |req: OwnedRequest| {
-                let s = Arc::clone(&post);
-                async move { s.create(req).await }
-            }),
+            with_state(&state, |s, req| async move { s.create(req).await }),
         )
         .get(
             "/api/orders/{id}",
-            handler_fn(move |req: OwnedRequest| {
-                let s = Arc::clone(&get);
-                async move { s.fetch(req).await }
-            }),
+            with_state(&state, |s, req| async move { s.fetch(req).await }),
         )
         .get(
             "/readyz",
-            handler_fn(move |_: OwnedRequest| {
-                let s = Arc::clone(&ready);
-                async move {
-                    if s.orders.is_open() {
-                        return Response::error(503, "orders circuit breaker is open");
-                    }
-                    match s.orders.probe().await {
-                        Ok(()) => Response::json(&serde_json::json!({"ready": true})),
-                        Err(e) => Response::error(503, &format!("orders not reachable: {e}")),
-                    }
-                }
-            }),
+            with_state(&state, |s, _| async move { s.ready().await }),
         );
-    let eval = Arc::clone(&state);
-    let mut background: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
-        Vec::new();
-    if state.degradation.is_some() {
-        background.push(Box::pin(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            loop {
-                tick.tick().await;
-                if let Some(ctrl) = &eval.degradation {
-                    eval.obs.set_level(ctrl.evaluate().as_gauge() as u8);
-                }
-            }
-        }));
-    }
+    let background = if state.degradation.is_some() {
+        vec![degradation_ticker(state, Gateway::evaluate_level)]
+    } else {
+        Vec::new()
+    };
     Ok(Built { router, background })
 }
 
@@ -128,6 +99,23 @@ fn relay(resp: &faultline_http::ClientResponse) -> Response {
 }
 
 impl Gateway {
+    fn evaluate_level(&self) {
+        if let Some(ctrl) = &self.degradation {
+            self.obs.set_level(ctrl.evaluate().as_gauge() as u8);
+        }
+    }
+
+    /// Ready when orders answers `/healthz` and its breaker is not open.
+    async fn ready(&self) -> Response {
+        if self.orders.is_open() {
+            return Response::error(503, "orders circuit breaker is open");
+        }
+        match self.orders.probe().await {
+            Ok(()) => Response::json(&serde_json::json!({"ready": true})),
+            Err(e) => Response::error(503, &format!("orders not reachable: {e}")),
+        }
+    }
+
     fn admit(&self) -> Option<Response> {
         let limiter = self.limiter.as_ref()?;
         match limiter.check() {

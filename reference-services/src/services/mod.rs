@@ -6,7 +6,12 @@ pub mod notifications;
 pub mod orders;
 pub mod payments;
 
-use faultline_http::{Response, Router};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_http::{Handler, OwnedRequest, Response, Router, handler_fn};
 use serde::de::DeserializeOwned;
 
 use crate::config::ServiceConfig;
@@ -26,8 +31,11 @@ pub struct Built {
     /// The routes, without `/metrics`, `/healthz` and middleware (added by `serve`).
     pub router: Router,
     /// Background work (degradation evaluation, queue workers) run until shutdown.
-    pub background: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    pub background: Vec<Background>,
 }
+
+/// A service's background task, run until shutdown.
+pub type Background = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Builds `config.service`.
 pub fn build(config: &ServiceConfig, obs: &Observability) -> Result<Built, BuildError> {
@@ -38,6 +46,32 @@ pub fn build(config: &ServiceConfig, obs: &Observability) -> Result<Built, Build
         Service::Payments => Ok(payments::build(config)),
         Service::Notifications => Ok(notifications::build(config)),
     }
+}
+
+/// An async handler that passes each request to `f` with its own `Arc` of `state`, so the
+/// returned future owns what it uses.
+pub(crate) fn with_state<T, F, Fut>(state: &Arc<T>, f: F) -> impl Handler + use<T, F, Fut>
+where
+    T: Send + Sync + 'static,
+    F: Fn(Arc<T>, OwnedRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
+    let state = Arc::clone(state);
+    handler_fn(move |req: OwnedRequest| f(Arc::clone(&state), req))
+}
+
+/// The task that re-evaluates a service's degradation level (`evaluate`) every 200 ms.
+pub(crate) fn degradation_ticker<T>(state: Arc<T>, evaluate: fn(&T)) -> Background
+where
+    T: Send + Sync + 'static,
+{
+    Box::pin(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            evaluate(&state);
+        }
+    })
 }
 
 /// Parses a JSON request body, or the 400 to answer with.

@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use faultline_http::{Method, OwnedRequest, Response, Router, handler_fn};
+use faultline_http::{Method, OwnedRequest, Response, Router};
 use faultline_resilience::degradation::{
     CallResult, DegradationConfig, DegradationController, Level,
 };
 use faultline_telemetry::ClientOutcome;
 use serde::{Deserialize, Serialize};
 
-use super::{BuildError, Built, parse_body, upstream_failure};
+use super::{BuildError, Built, degradation_ticker, parse_body, upstream_failure, with_state};
 use crate::Service;
 use crate::config::ServiceConfig;
 use crate::observe::Observability;
@@ -115,44 +115,24 @@ pub fn build(config: &ServiceConfig, obs: &Observability) -> Result<Built, Build
         degradation,
         obs: obs.clone(),
     });
-    let post = Arc::clone(&state);
-    let get = Arc::clone(&state);
-    let ready = Arc::clone(&state);
     let router = Router::new()
         .post(
             "/orders",
-            handler_fn(move |req: OwnedRequest| {
-                let s = Arc::clone(&post);
-                async move { s.place(req).await }
-            }),
+            with_state(&state, |s, req| async move { s.place(req).await }),
         )
         .get(
             "/orders/{id}",
-            handler_fn(move |req: OwnedRequest| {
-                let s = Arc::clone(&get);
-                async move { s.get(&req) }
-            }),
+            with_state(&state, |s, req| async move { s.get(&req) }),
         )
         .get(
             "/readyz",
-            handler_fn(move |_: OwnedRequest| {
-                let s = Arc::clone(&ready);
-                async move { s.ready().await }
-            }),
+            with_state(&state, |s, _| async move { s.ready().await }),
         );
-    let eval = Arc::clone(&state);
-    let background: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
-        if state.degradation.is_some() {
-            vec![Box::pin(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(200));
-                loop {
-                    tick.tick().await;
-                    eval.evaluate_level();
-                }
-            })]
-        } else {
-            Vec::new()
-        };
+    let background = if state.degradation.is_some() {
+        vec![degradation_ticker(state, Orders::evaluate_level)]
+    } else {
+        Vec::new()
+    };
     Ok(Built { router, background })
 }
 
