@@ -57,6 +57,14 @@ fn measurements() -> Arc<RwLock<ClientMeasurements>> {
     Arc::new(RwLock::new(ClientMeasurements::new("target")))
 }
 
+/// Starts a run whose measurements and cancellation the test does not watch.
+fn start_unobserved<T: Transport>(
+    config: LoadConfig,
+    transport: T,
+) -> Result<LoadHandle, LoadError> {
+    start(config, transport, measurements(), CancellationToken::new())
+}
+
 fn open(rate: f64, secs: u64, connections: usize, timeout_ms: u64) -> LoadConfig {
     LoadConfig {
         mode: Mode::Open { rate },
@@ -70,13 +78,7 @@ fn open(rate: f64, secs: u64, connections: usize, timeout_ms: u64) -> LoadConfig
 #[tokio::test(start_paused = true)]
 async fn open_model_sends_each_request_at_its_scheduled_time() {
     let server = FakeServer::new(Duration::from_millis(3), None);
-    let run = start(
-        open(100.0, 1, 4, 1000),
-        server.clone(),
-        measurements(),
-        CancellationToken::new(),
-    )
-    .unwrap();
+    let run = start_unobserved(open(100.0, 1, 4, 1000), server.clone()).unwrap();
     let report = run.wait().await.unwrap();
     let sends = server.sends();
     assert_eq!(sends.len(), 100);
@@ -141,13 +143,7 @@ async fn timeouts_count_as_errors_with_the_timeout_as_latency_and_the_run_ends_w
     // The server needs 1 s; the timeout is 100 ms; one connection.
     let server = FakeServer::new(Duration::from_secs(1), None);
     let begin = Instant::now();
-    let run = start(
-        open(100.0, 1, 1, 100),
-        server.clone(),
-        measurements(),
-        CancellationToken::new(),
-    )
-    .unwrap();
+    let run = start_unobserved(open(100.0, 1, 1, 100), server.clone()).unwrap();
     let report = run.wait().await.unwrap();
     assert!(begin.elapsed() <= Duration::from_millis(1100));
     assert_eq!(report.counts.requests, 100);
@@ -180,13 +176,7 @@ impl Transport for Deaf {
 #[tokio::test(start_paused = true)]
 async fn requests_that_wait_past_their_deadline_are_timeouts_without_being_sent() {
     let server = Deaf(Arc::new(Mutex::new(0)));
-    let run = start(
-        open(100.0, 1, 1, 100),
-        server.clone(),
-        measurements(),
-        CancellationToken::new(),
-    )
-    .unwrap();
+    let run = start_unobserved(open(100.0, 1, 1, 100), server.clone()).unwrap();
     let report = run.wait().await.unwrap();
     // Request 0 holds the only connection until 1 s; requests due up to 900 ms are past
     // their deadline by then. Request 91 (due 910 ms) is sent at 1 s and holds it until
@@ -222,13 +212,7 @@ async fn cancelling_stops_the_run_promptly_and_marks_the_report() {
 #[tokio::test(start_paused = true)]
 async fn dropping_the_handle_stops_every_task() {
     let server = FakeServer::new(Duration::from_millis(2), None);
-    let run = start(
-        open(100.0, 60, 4, 1000),
-        server.clone(),
-        measurements(),
-        CancellationToken::new(),
-    )
-    .unwrap();
+    let run = start_unobserved(open(100.0, 60, 4, 1000), server.clone()).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(run);
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -248,13 +232,7 @@ async fn weighted_mix_reaches_the_server_in_proportion() {
     let server = FakeServer::new(Duration::from_millis(1), None);
     let mut config = open(400.0, 1, 4, 1000);
     config.weights = vec![3, 1];
-    let run = start(
-        config,
-        server.clone(),
-        measurements(),
-        CancellationToken::new(),
-    )
-    .unwrap();
+    let run = start_unobserved(config, server.clone()).unwrap();
     run.wait().await.unwrap();
     let sends = server.sends();
     let first = sends.iter().filter(|(_, e)| *e == 0).count();
@@ -294,13 +272,7 @@ async fn closed_loop_keeps_every_connection_busy_for_the_duration() {
         timeout: Duration::from_secs(1),
         weights: vec![1],
     };
-    let run = start(
-        config,
-        server.clone(),
-        measurements(),
-        CancellationToken::new(),
-    )
-    .unwrap();
+    let run = start_unobserved(config, server.clone()).unwrap();
     let report = run.wait().await.unwrap();
     assert_eq!(report.counts.requests, 400);
     assert!((report.achieved_rate - 400.0).abs() < 5.0, "{report:?}");
@@ -309,11 +281,9 @@ async fn closed_loop_keeps_every_connection_busy_for_the_duration() {
 
 #[test]
 fn invalid_configurations_are_refused_with_a_reason() {
-    let outside = start(
+    let outside = start_unobserved(
         open(100.0, 1, 1, 100),
         FakeServer::new(Duration::from_millis(1), None),
-        measurements(),
-        CancellationToken::new(),
     );
     assert!(matches!(outside, Err(LoadError::NoRuntime)));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -334,13 +304,7 @@ fn invalid_configurations_are_refused_with_a_reason() {
                 "mix",
             ),
         ] {
-            let e = start(
-                config,
-                server.clone(),
-                measurements(),
-                CancellationToken::new(),
-            )
-            .unwrap_err();
+            let e = start_unobserved(config, server.clone()).unwrap_err();
             assert!(e.to_string().contains(needle), "{e}");
         }
     });
@@ -368,13 +332,7 @@ async fn requests_finished_before_a_stall_are_visible_while_the_stall_lasts() {
         Duration::from_millis(25),
         Some((Duration::from_millis(500), Duration::from_secs(4))),
     );
-    let run = start(
-        open(100.0, 5, 2, 10_000),
-        server.clone(),
-        measurements(),
-        CancellationToken::new(),
-    )
-    .unwrap();
+    let run = start_unobserved(open(100.0, 5, 2, 10_000), server.clone()).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Everything sent before the stall finished long ago; both workers are stuck in a
     // request, yet the live view already holds all of them.
