@@ -214,6 +214,18 @@ fn env(sli: Arc<Sli>, kinds: &[&str]) -> (Arc<FakeEnv>, Arc<FakeAgent>) {
     (env, agent)
 }
 
+/// Runs the experiment in `text` with the default configuration and nothing to
+/// interrupt it.
+async fn run_uninterrupted(text: &str, env: Arc<FakeEnv>) -> RunReport {
+    run(
+        &experiment(text),
+        env,
+        &RunConfig::default(),
+        &Interrupt::new(),
+    )
+    .await
+}
+
 fn at(calls: &[Call], f: impl Fn(&Call) -> Option<Duration>) -> Vec<Duration> {
     calls.iter().filter_map(f).collect()
 }
@@ -221,13 +233,7 @@ fn at(calls: &[Call], f: impl Fn(&Call) -> Option<Duration>) -> Vec<Duration> {
 #[tokio::test(start_paused = true)]
 async fn faults_are_applied_at_their_offset_renewed_and_reverted_at_their_end() {
     let (env, agent) = env(Arc::new(|_, _| Some(0.0)), &["cpu"]);
-    let report = run(
-        &experiment(EXPERIMENT),
-        env,
-        &RunConfig::default(),
-        &Interrupt::new(),
-    )
-    .await;
+    let report = run_uninterrupted(EXPERIMENT, env).await;
     assert_eq!(
         report.verdict.outcome,
         Outcome::Pass,
@@ -276,13 +282,7 @@ async fn abort_reverts_every_fault_within_a_second_of_the_condition_holding_for_
         }),
         &["cpu"],
     );
-    let report = run(
-        &experiment(EXPERIMENT),
-        env,
-        &RunConfig::default(),
-        &Interrupt::new(),
-    )
-    .await;
+    let report = run_uninterrupted(EXPERIMENT, env).await;
     assert_eq!(report.verdict.outcome, Outcome::Aborted);
     assert!(
         report.verdict.reason.contains("errors"),
@@ -309,13 +309,7 @@ async fn a_failing_steady_state_injects_nothing_and_fails() {
     let (env, agent) = env(Arc::new(|_, _| Some(0.05)), &["cpu"]);
     let mut text = EXPERIMENT.replace("max: 20%", "max: 90%");
     text = text.replace("for: 5s", "for: 30s");
-    let report = run(
-        &experiment(&text),
-        env,
-        &RunConfig::default(),
-        &Interrupt::new(),
-    )
-    .await;
+    let report = run_uninterrupted(&text, env).await;
     assert_eq!(report.verdict.outcome, Outcome::Fail);
     assert!(report.verdict.reason.contains("steady state"));
     assert!(!report.steady_state.unwrap().passed);
@@ -325,13 +319,7 @@ async fn a_failing_steady_state_injects_nothing_and_fails() {
 #[tokio::test(start_paused = true)]
 async fn an_unsupported_fault_kind_fails_preflight_before_anything_is_injected() {
     let (env, agent) = env(Arc::new(|_, _| Some(0.0)), &["network.latency"]);
-    let report = run(
-        &experiment(EXPERIMENT),
-        env,
-        &RunConfig::default(),
-        &Interrupt::new(),
-    )
-    .await;
+    let report = run_uninterrupted(EXPERIMENT, env).await;
     assert_eq!(report.verdict.outcome, Outcome::Error);
     assert_eq!(crate::report::exit_code(report.verdict.outcome), 3);
     assert!(
@@ -381,13 +369,7 @@ async fn recovery_is_judged_on_data_since_the_revert_only() {
         &["cpu"],
     );
     let text = EXPERIMENT.replace("for: 5s", "for: 60s");
-    let report = run(
-        &experiment(&text),
-        env,
-        &RunConfig::default(),
-        &Interrupt::new(),
-    )
-    .await;
+    let report = run_uninterrupted(&text, env).await;
     let rec = report.recovery.unwrap();
     assert!(rec.passed, "{rec:?}");
     let after = rec.recovered_after_ms.unwrap();
