@@ -408,6 +408,26 @@ fn event_reason(c: &Call) -> Option<&str> {
 const EXP: &str = "/apis/faultline.dev/v1alpha1/namespaces/shop/experiments/nightly";
 const TARGETS: &str = "GET /api/v1/namespaces/shop/pods?&labelSelector=app=payments";
 
+/// The operator's lookup of the agent pod on `node`.
+fn agents_on(node: &str) -> String {
+    format!(
+        "GET /api/v1/namespaces/faultline-system/pods?&fieldSelector=spec.nodeName={node}&labelSelector=app.kubernetes.io/name=faultline-agent"
+    )
+}
+
+/// The experiment, deleted at 12:00:00 with `status` plus one fault still active on
+/// payments-1 (node-1), its lease running to 12:00:30.
+fn deleted_with_an_active_fault(mut status: Value) -> Value {
+    status["activeFaults"] = json!([{
+        "id": "nightly-payments-cpu-payments-1", "fault": "payments-cpu", "agent": "http://10.0.0.2:7070",
+        "podNamespace": "shop", "pod": "payments-1", "podUid": "uid-1", "node": "node-1",
+        "leaseExpires": "2026-03-01T12:00:30Z", "request": "{}"
+    }]);
+    let mut exp = experiment(true, Some(status));
+    exp["metadata"]["deletionTimestamp"] = json!("2026-03-01T12:00:00Z");
+    exp
+}
+
 #[tokio::test(start_paused = true)]
 async fn finalizer_is_added_before_any_fault_is_injected() {
     let s = setup(experiment(false, None), false);
@@ -457,12 +477,18 @@ async fn run_now_resolves_targets_patches_status_and_records_events_with_the_ver
     let status = format!("PATCH {EXP}/status");
     let expected: Vec<String> = vec![
         TARGETS.into(),
-        "GET /api/v1/namespaces/faultline-system/pods?&fieldSelector=spec.nodeName=node-0&labelSelector=app.kubernetes.io/name=faultline-agent".into(),
-        "GET /api/v1/namespaces/faultline-system/pods?&fieldSelector=spec.nodeName=node-1&labelSelector=app.kubernetes.io/name=faultline-agent".into(),
+        agents_on("node-0"),
+        agents_on("node-1"),
         status.clone(),
         "POST /apis/events.k8s.io/v1/namespaces/shop/events".into(),
-        format!("RUNNER inject nightly-payments-cpu-{} via http://10.0.0.1:7070", chosen[0]),
-        format!("RUNNER inject nightly-payments-cpu-{} via http://10.0.0.2:7070", chosen[1]),
+        format!(
+            "RUNNER inject nightly-payments-cpu-{} via http://10.0.0.1:7070",
+            chosen[0]
+        ),
+        format!(
+            "RUNNER inject nightly-payments-cpu-{} via http://10.0.0.2:7070",
+            chosen[1]
+        ),
         status.clone(),
         status.clone(),
         format!("RUNNER revert nightly-payments-cpu-{}", chosen[0]),
@@ -533,16 +559,7 @@ async fn run_now_resolves_targets_patches_status_and_records_events_with_the_ver
 
 #[tokio::test(start_paused = true)]
 async fn deletion_reverts_every_fault_through_the_agent_then_releases_the_finalizer() {
-    let status = json!({
-        "phase": "Completed",
-        "activeFaults": [{
-            "id": "nightly-payments-cpu-payments-1", "fault": "payments-cpu", "agent": "http://10.0.0.2:7070",
-            "podNamespace": "shop", "pod": "payments-1", "podUid": "uid-1", "node": "node-1",
-            "leaseExpires": "2026-03-01T12:00:30Z", "request": "{}"
-        }]
-    });
-    let mut exp = experiment(true, Some(status));
-    exp["metadata"]["deletionTimestamp"] = json!("2026-03-01T12:00:00Z");
+    let exp = deleted_with_an_active_fault(json!({"phase": "Completed"}));
     let s = setup(exp.clone(), false);
     let action = reconcile(object(&exp), s.ctx.clone()).await.unwrap();
     assert_eq!(action, Action::await_change());
@@ -552,7 +569,7 @@ async fn deletion_reverts_every_fault_through_the_agent_then_releases_the_finali
         l,
         [
             format!("PATCH {EXP}/status").as_str(),
-            "GET /api/v1/namespaces/faultline-system/pods?&fieldSelector=spec.nodeName=node-1&labelSelector=app.kubernetes.io/name=faultline-agent",
+            agents_on("node-1").as_str(),
             "AGENT DELETE http://10.0.0.2:7070/v1/faults/nightly-payments-cpu-payments-1",
             format!("PATCH {EXP}/status").as_str(),
             "POST /apis/events.k8s.io/v1/namespaces/shop/events",
@@ -573,15 +590,7 @@ async fn deletion_reverts_every_fault_through_the_agent_then_releases_the_finali
 
 #[tokio::test(start_paused = true)]
 async fn finalizer_is_released_after_the_lease_ttl_when_the_agent_is_gone() {
-    let status = json!({
-        "activeFaults": [{
-            "id": "nightly-payments-cpu-payments-1", "fault": "payments-cpu", "agent": "http://10.0.0.2:7070",
-            "podNamespace": "shop", "pod": "payments-1", "podUid": "uid-1", "node": "node-1",
-            "leaseExpires": "2026-03-01T12:00:30Z", "request": "{}"
-        }]
-    });
-    let mut exp = experiment(true, Some(status));
-    exp["metadata"]["deletionTimestamp"] = json!("2026-03-01T12:00:00Z");
+    let exp = deleted_with_an_active_fault(json!({}));
     let s = setup(exp.clone(), false);
     s.world.lock().unwrap().agents.remove("node-1");
 
@@ -597,7 +606,7 @@ async fn finalizer_is_released_after_the_lease_ttl_when_the_agent_is_gone() {
         l,
         [
             format!("PATCH {EXP}/status").as_str(),
-            "GET /api/v1/namespaces/faultline-system/pods?&fieldSelector=spec.nodeName=node-1&labelSelector=app.kubernetes.io/name=faultline-agent",
+            agents_on("node-1").as_str(),
             format!("PATCH {EXP}/status").as_str(),
             "POST /apis/events.k8s.io/v1/namespaces/shop/events",
         ],
@@ -620,7 +629,7 @@ async fn finalizer_is_released_after_the_lease_ttl_when_the_agent_is_gone() {
         l,
         [
             format!("PATCH {EXP}/status").as_str(),
-            "GET /api/v1/namespaces/faultline-system/pods?&fieldSelector=spec.nodeName=node-1&labelSelector=app.kubernetes.io/name=faultline-agent",
+            agents_on("node-1").as_str(),
             "POST /apis/events.k8s.io/v1/namespaces/shop/events",
             format!("PATCH {EXP}/status").as_str(),
             "POST /apis/events.k8s.io/v1/namespaces/shop/events",
@@ -696,7 +705,7 @@ async fn restarted_target_pod_is_reinjected_on_its_new_node() {
         l,
         [
             "GET /api/v1/namespaces/shop/pods/payments-0",
-            "GET /api/v1/namespaces/faultline-system/pods?&fieldSelector=spec.nodeName=node-1&labelSelector=app.kubernetes.io/name=faultline-agent",
+            agents_on("node-1").as_str(),
             "AGENT POST http://10.0.0.2:7070/v1/faults nightly-payments-cpu-payments-0@uid-0b",
             "POST /apis/events.k8s.io/v1/namespaces/shop/events",
             "GET /api/v1/namespaces/shop/pods/payments-1",
