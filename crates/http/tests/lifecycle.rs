@@ -12,16 +12,21 @@ use faultline_http::{
 };
 use tokio::sync::{Notify, mpsc};
 
-#[tokio::test(start_paused = true)]
-async fn slow_header_gets_408_after_header_read_timeout() {
-    let cfg = ServerConfig {
-        header_read_timeout: Duration::from_secs(5),
-        ..ServerConfig::default()
-    };
-    let s = TestServer::start_with(
+/// A server on `cfg` whose one route, `GET /`, answers 200 at once.
+async fn get_200_server(cfg: ServerConfig) -> TestServer {
+    TestServer::start_with(
         Router::new().get("/", |_: &Request<'_>| Response::new(200)),
         cfg,
     )
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_header_gets_408_after_header_read_timeout() {
+    let s = get_200_server(ServerConfig {
+        header_read_timeout: Duration::from_secs(5),
+        ..ServerConfig::default()
+    })
     .await;
     let mut c = Raw::connect(s.addr).await;
     let t0 = tokio::time::Instant::now();
@@ -39,14 +44,10 @@ async fn slow_header_gets_408_after_header_read_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn trickled_header_bytes_do_not_extend_the_header_deadline() {
-    let cfg = ServerConfig {
+    let s = get_200_server(ServerConfig {
         header_read_timeout: Duration::from_secs(5),
         ..ServerConfig::default()
-    };
-    let s = TestServer::start_with(
-        Router::new().get("/", |_: &Request<'_>| Response::new(200)),
-        cfg,
-    )
+    })
     .await;
     let mut c = Raw::connect(s.addr).await;
     let t0 = tokio::time::Instant::now();
@@ -69,14 +70,10 @@ async fn trickled_header_bytes_do_not_extend_the_header_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_keep_alive_connection_is_closed_after_timeout() {
-    let cfg = ServerConfig {
+    let s = get_200_server(ServerConfig {
         keep_alive_timeout: Duration::from_secs(3),
         ..ServerConfig::default()
-    };
-    let s = TestServer::start_with(
-        Router::new().get("/", |_: &Request<'_>| Response::new(200)),
-        cfg,
-    )
+    })
     .await;
     let mut c = Raw::connect(s.addr).await;
     c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
