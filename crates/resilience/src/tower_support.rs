@@ -120,35 +120,43 @@ where
     }
 }
 
-/// Rejects requests over a rate with [`Error::RateLimited`].
+/// A layer that hands a clone of one policy `P` to every service it makes. The rate limiter,
+/// bulkhead and timeout layers are this type; what each does is its [`PolicyService`]'s
+/// `Service` impl.
 #[derive(Clone, Debug)]
-pub struct RateLimitLayer {
-    limiter: Arc<RateLimiter>,
+pub struct PolicyLayer<P> {
+    policy: P,
 }
 
-impl RateLimitLayer {
-    /// Share `limiter` between all services the layer makes.
-    pub fn new(limiter: Arc<RateLimiter>) -> Self {
-        RateLimitLayer { limiter }
+impl<P> PolicyLayer<P> {
+    /// Share `policy` between all services the layer makes.
+    pub fn new(policy: P) -> Self {
+        PolicyLayer { policy }
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimitService<S>;
+impl<S, P: Clone> Layer<S> for PolicyLayer<P> {
+    type Service = PolicyService<S, P>;
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimitService {
+        PolicyService {
             inner,
-            limiter: self.limiter.clone(),
+            policy: self.policy.clone(),
         }
     }
 }
 
-/// The service made by [`RateLimitLayer`].
+/// The service made by a [`PolicyLayer`]: the inner service behind policy `P`.
 #[derive(Clone, Debug)]
-pub struct RateLimitService<S> {
+pub struct PolicyService<S, P> {
     inner: S,
-    limiter: Arc<RateLimiter>,
+    policy: P,
 }
+
+/// Rejects requests over a rate with [`Error::RateLimited`].
+pub type RateLimitLayer = PolicyLayer<Arc<RateLimiter>>;
+
+/// The service made by [`RateLimitLayer`].
+pub type RateLimitService<S> = PolicyService<S, Arc<RateLimiter>>;
 
 impl<S, Req> Service<Req> for RateLimitService<S>
 where
@@ -164,7 +172,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.limiter.check() {
+        match self.policy.check() {
             Err(e) => Box::pin(async move {
                 Err(Error::RateLimited {
                     retry_after: e.retry_after,
@@ -179,34 +187,10 @@ where
 }
 
 /// Bounds concurrency with a [`Bulkhead`].
-#[derive(Clone, Debug)]
-pub struct BulkheadLayer {
-    bulkhead: Bulkhead,
-}
-
-impl BulkheadLayer {
-    /// Share `bulkhead` between all services the layer makes.
-    pub fn new(bulkhead: Bulkhead) -> Self {
-        BulkheadLayer { bulkhead }
-    }
-}
-
-impl<S> Layer<S> for BulkheadLayer {
-    type Service = BulkheadService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        BulkheadService {
-            inner,
-            bulkhead: self.bulkhead.clone(),
-        }
-    }
-}
+pub type BulkheadLayer = PolicyLayer<Bulkhead>;
 
 /// The service made by [`BulkheadLayer`].
-#[derive(Clone, Debug)]
-pub struct BulkheadService<S> {
-    inner: S,
-    bulkhead: Bulkhead,
-}
+pub type BulkheadService<S> = PolicyService<S, Bulkhead>;
 
 impl<S, Req> Service<Req> for BulkheadService<S>
 where
@@ -225,7 +209,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let bulkhead = self.bulkhead.clone();
+        let bulkhead = self.policy.clone();
         // The readied service goes into the future; a fresh clone takes its place (tower's
         // usual pattern for services that call the inner one later).
         let clone = self.inner.clone();
@@ -238,34 +222,10 @@ where
 }
 
 /// Fails requests that take longer than a [`Timeout`] with [`Error::Timeout`].
-#[derive(Clone, Debug)]
-pub struct TimeoutLayer {
-    timeout: Timeout,
-}
-
-impl TimeoutLayer {
-    /// Apply `timeout` to every request.
-    pub fn new(timeout: Timeout) -> Self {
-        TimeoutLayer { timeout }
-    }
-}
-
-impl<S> Layer<S> for TimeoutLayer {
-    type Service = TimeoutService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        TimeoutService {
-            inner,
-            timeout: self.timeout.clone(),
-        }
-    }
-}
+pub type TimeoutLayer = PolicyLayer<Timeout>;
 
 /// The service made by [`TimeoutLayer`].
-#[derive(Clone, Debug)]
-pub struct TimeoutService<S> {
-    inner: S,
-    timeout: Timeout,
-}
+pub type TimeoutService<S> = PolicyService<S, Timeout>;
 
 impl<S, Req> Service<Req> for TimeoutService<S>
 where
@@ -282,7 +242,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let fut = self.inner.call(req);
-        let timeout = self.timeout.clone();
+        let timeout = self.policy.clone();
         Box::pin(async move { timeout.call(|| fut).await })
     }
 }
