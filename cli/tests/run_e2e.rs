@@ -5,6 +5,9 @@
 //! at the same time (they share two cores, and the resilient run's verdict must not
 //! depend on a neighbour's CPU use).
 
+#[path = "../../controller/tests/support/chromium.rs"]
+mod chromium;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -301,28 +304,9 @@ fn sigint_mid_run_reverts_faults_stops_the_fleet_and_reports_aborted() -> Result
     Ok(())
 }
 
-fn find_chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|bin| {
-            Command::new(bin)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-}
-
 /// Screenshots a real run's HTML report in headless Chromium and checks it is not blank.
 fn render_html(page: &Path) -> Result<()> {
-    let Some(bin) = find_chromium() else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            bail!("chromium is required under CI: apt-get install -y chromium");
-        }
-        eprintln!(
-            "SKIP: chromium not found (apt-get install -y chromium); real-run HTML not rendered"
-        );
+    let Some(bin) = chromium::chromium_or_skip("real-run HTML not rendered")? else {
         return Ok(());
     };
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("faultline-quickstart-report.png");

@@ -16,6 +16,7 @@ use faultline_controller::report::junit::to_junit;
 use faultline_controller::report::terminal::summary;
 use faultline_controller::report::{Outcome, exit_code};
 use quick_xml::events::Event;
+use support::chromium::chromium_or_skip;
 use support::sample_report;
 
 #[test]
@@ -147,19 +148,6 @@ fn html_is_self_contained_with_one_chart_per_slo_and_shaded_fault_windows() -> R
     Ok(())
 }
 
-fn find_chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|bin| {
-            Command::new(bin)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-}
-
 /// Runs chromium with a hard time limit, returning stdout.
 fn run_chromium(bin: &str, args: &[String], limit: Duration) -> Result<Vec<u8>> {
     let mut child = Command::new(bin)
@@ -208,13 +196,7 @@ fn chromium_args(profile: &Path, extra: &[String], page: &str) -> Vec<String> {
 
 #[test]
 fn html_report_renders_in_headless_chromium_with_visible_charts() -> Result<()> {
-    let Some(bin) = find_chromium() else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            bail!("chromium is required under CI: apt-get install -y chromium");
-        }
-        eprintln!(
-            "SKIP: chromium not found (apt-get install -y chromium); HTML render test not run"
-        );
+    let Some(bin) = chromium_or_skip("HTML render test not run")? else {
         return Ok(());
     };
     let report = sample_report();

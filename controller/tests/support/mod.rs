@@ -5,6 +5,9 @@
 
 #![allow(dead_code)]
 
+pub mod chromium;
+pub mod prometheus;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

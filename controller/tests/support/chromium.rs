@@ -1,0 +1,29 @@
+//! Finding headless Chromium for the HTML report tests, shared with the CLI's tests
+//! (`#[path]`-included there), so both skip and fail under the same rule.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Result, bail};
+
+/// The first Chromium on PATH that answers `--version`, or `Ok(None)` after printing
+/// that `skipped` (what the test leaves undone) when there is none. Under `CI=true` a
+/// missing Chromium is an error instead.
+pub fn chromium_or_skip(skipped: &str) -> Result<Option<&'static str>> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|bin| {
+            Command::new(bin)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            bail!("chromium is required under CI: apt-get install -y chromium");
+        }
+        eprintln!("SKIP: chromium not found (apt-get install -y chromium); {skipped}");
+    }
+    Ok(found)
+}
