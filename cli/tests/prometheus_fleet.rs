@@ -5,8 +5,10 @@
 //! Needs `prometheus` on PATH (Debian: `apt-get install -y prometheus`). Outside CI it
 //! skips with a message when missing; under `CI=true` it fails.
 
+#[path = "../../controller/tests/support/prometheus.rs"]
+mod prometheus;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
@@ -20,19 +22,6 @@ use faultline_spec::{LoadRequest, LoadTarget, Percent, Rate, SloKind};
 use tokio_util::sync::CancellationToken;
 
 const WINDOW: Duration = Duration::from_secs(10);
-
-fn find_prometheus() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("prometheus"))
-        .find(|p| p.is_file())
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
 
 fn kinds() -> Result<Vec<(String, SloKind)>> {
     let mut kinds = Vec::new();
@@ -134,13 +123,7 @@ fn rel_diff(a: f64, b: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_engine_agrees_with_prometheus_on_a_running_fleet() -> Result<()> {
-    let Some(prometheus) = find_prometheus() else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            bail!("the `prometheus` binary is required under CI: apt-get install -y prometheus");
-        }
-        eprintln!(
-            "SKIP: `prometheus` not on PATH (apt-get install -y prometheus); fleet agreement test not run"
-        );
+    let Some(prometheus) = prometheus::prometheus_or_skip("fleet agreement test not run")? else {
         return Ok(());
     };
     let cancel = CancellationToken::new();
@@ -153,32 +136,15 @@ async fn embedded_engine_agrees_with_prometheus_on_a_running_fleet() -> Result<(
     let dir = tempfile::tempdir()?;
     let targets: Vec<String> = Service::START_ORDER
         .iter()
-        .map(|s| format!("'{}'", fleet.addr(*s)))
+        .map(|s| fleet.addr(*s).to_string())
         .collect();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: fleet\n    static_configs:\n      - targets: [{}]\n",
-            targets.join(", ")
-        ),
+    let (_prom, base) = prometheus::start(
+        &prometheus,
+        dir.path(),
+        "fleet",
+        &targets,
+        std::process::Stdio::null(),
     )?;
-    let port = free_port()?;
-    let _prom = tokio::process::Command::new(&prometheus)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting prometheus")?;
-    let base = format!("http://127.0.0.1:{port}");
     let scraper = EmbeddedScraper::new(
         fleet
             .metrics_targets()

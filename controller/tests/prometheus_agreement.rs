@@ -10,7 +10,6 @@
 //! Needs `prometheus` on PATH (`apt-get install prometheus`). Outside CI it skips
 //! with a message when missing; under `CI=true` it fails.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -25,15 +24,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod support;
+use support::prometheus;
+
 const SERVICE: &str = "agree";
 const WINDOW: Duration = Duration::from_secs(10);
-
-fn find_prometheus() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("prometheus"))
-        .find(|p| p.is_file())
-}
 
 /// Serves `/metrics` from `registry` with a minimal HTTP/1.1 responder.
 async fn serve_metrics(listener: TcpListener, registry: Arc<Registry>, cancel: CancellationToken) {
@@ -91,25 +86,13 @@ async fn drive(metrics: ServiceMetrics, cancel: CancellationToken) {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn rel_diff(a: f64, b: f64) -> f64 {
     (a - b).abs() / a.abs().max(b.abs()).max(f64::MIN_POSITIVE)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_rate_and_quantile_agree_with_prometheus_within_two_percent() -> Result<()> {
-    let Some(prometheus) = find_prometheus() else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            bail!("the `prometheus` binary is required under CI: apt-get install -y prometheus");
-        }
-        eprintln!(
-            "SKIP: `prometheus` not on PATH (apt-get install -y prometheus); agreement test not run"
-        );
+    let Some(prometheus) = prometheus::prometheus_or_skip("agreement test not run")? else {
         return Ok(());
     };
     let test_start = std::time::Instant::now();
@@ -126,29 +109,13 @@ async fn embedded_rate_and_quantile_agree_with_prometheus_within_two_percent() -
 
     // Prometheus, on its own temp config and storage.
     let dir = tempfile::tempdir()?;
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: agree\n    static_configs:\n      - targets: ['{exporter}']\n"
-        ),
+    let (mut child, base) = prometheus::start(
+        &prometheus,
+        dir.path(),
+        "agree",
+        &[exporter.to_string()],
+        std::process::Stdio::piped(),
     )?;
-    let port = free_port()?;
-    let mut child = tokio::process::Command::new(&prometheus)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting prometheus")?;
-    let base = format!("http://127.0.0.1:{port}");
 
     // The embedded scraper, at the same interval.
     let scraper = EmbeddedScraper::new(
