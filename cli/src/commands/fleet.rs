@@ -44,7 +44,7 @@ pub enum FleetCommand {
         /// degradation), to see what the fleet does without them.
         #[arg(long)]
         no_resilience: bool,
-        /// Write each service's log to DIR/<service>.log instead of this terminal.
+        /// Write each service's log to DIR/SERVICE.log instead of this terminal.
         #[arg(long, value_name = "DIR")]
         log_dir: Option<PathBuf>,
     },

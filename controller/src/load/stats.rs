@@ -2,7 +2,7 @@
 //! the final report.
 //!
 //! Latency histograms per second live in the SLO engine's
-//! [`ClientMeasurements`](crate::slo::client::ClientMeasurements), which the generator
+//! [`ClientMeasurements`], which the generator
 //! fills directly so `source: client` SLOs read the same numbers. This module adds the
 //! error breakdown by class per second (keyed by the same Unix second) and run-wide HDR
 //! histograms of latency and of send lag.

@@ -7,7 +7,7 @@
 //! breaker closes or re-opens), and the manual [`State::ForcedOpen`] and [`State::Disabled`].
 //!
 //! The closed fast path is one atomic load to admit a call and, to record it, one `fetch_add`
-//! plus one `swap` on a ring slot ([`window`]); no lock is taken unless the state changes.
+//! plus one `swap` on a ring slot (the `window` module); no lock is taken unless the state changes.
 
 #[cfg(test)]
 mod tests;
