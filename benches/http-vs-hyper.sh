@@ -9,6 +9,8 @@
 # server order. Per measurement: requests/s and p99 from wrk, server CPU microseconds per
 # request from /proc/<pid>/stat (utime+stime; the user part is shown too), and 16-deep pipelined requests/s (Lua script).
 # The table printed at the end holds medians over rounds.
+# Each round also measures examples/floor.rs (plaintext only): a responder with no HTTP logic,
+# i.e. what the kernel alone costs per request on this host, for reading the CPU ratios.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -29,7 +31,7 @@ trap cleanup EXIT
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install -y wrk)" >&2; exit 1; }
 command -v taskset >/dev/null || { echo "taskset is required (util-linux)" >&2; exit 1; }
 
-(cd "$ROOT" && cargo build --release -q -p faultline-http --example server --example hyper_baseline)
+(cd "$ROOT" && cargo build --release -q -p faultline-http --example server --example hyper_baseline --example floor)
 
 cat > "$WORK/pipeline.lua" <<'LUA'
 init = function(args)
@@ -50,6 +52,7 @@ start_server() { # name -> sets SERVER_PID and ADDR
     case "$1" in
         faultline) bin="$TARGET/release/examples/server" ;;
         hyper) bin="$TARGET/release/examples/hyper_baseline" ;;
+        floor) bin="$TARGET/release/examples/floor" ;;
     esac
     taskset -c "$SERVER_CORE" "$bin" 127.0.0.1:0 > "$WORK/$1.out" 2>&1 &
     SERVER_PID=$!
@@ -111,6 +114,10 @@ for round in $(seq "$ROUNDS"); do
         measure "$server" pipelined16 "$ADDR/plaintext" "$WORK/pipeline.lua"
         stop_server
     done
+    # The floor (examples/floor.rs, no HTTP logic): what the kernel alone costs per request.
+    start_server floor
+    measure floor plaintext "$ADDR/plaintext"
+    stop_server
 done
 
 python3 - "$WORK/results" <<'PY'
@@ -133,4 +140,8 @@ for test in ("plaintext", "json", "pipelined16"):
     # wrk reports a p99 of 0 when it recorded no latency samples (seen with the pipelining script).
     p99 = f"{f[1]/h[1]:.2f}x hyper" if f[1] > 0 and h[1] > 0 else "n/a (wrk recorded no latency)"
     print(f"{test}: throughput {f[0]/h[0]:.2f}x hyper, p99 {p99}, CPU/request {f[2]/h[2]:.2f}x hyper")
+fl = med("floor", "plaintext", 2)
+print(f"floor (no HTTP logic, plaintext): CPU/request {fl:.2f} us = {fl/med('hyper', 'plaintext', 2):.2f}x hyper; "
+      f"a server meeting 0.85x here may spend at most {0.85*med('hyper', 'plaintext', 2) - fl:.2f} us/request above the floor "
+      f"(faultline spends {med('faultline', 'plaintext', 2) - fl:.2f})")
 PY
