@@ -2,11 +2,12 @@
 //! built here, `FROM scratch` around a static binary compiled by the test, because
 //! nothing can be pulled. Needs a reachable Docker socket and `rustc`.
 
+mod netns_common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use faultline_agent::docker::Docker;
-use faultline_agent::{Agent, AgentConfig};
 use faultline_spec::wire::{FaultRequest, ResolvedTarget};
 use faultline_spec::{ContainerAction, ContainerFault, FaultKind};
 
@@ -132,13 +133,7 @@ async fn pause_kill_and_restart_act_on_a_real_container() {
     }
     let d = Docker::from_env();
     let mut image = Image::build();
-    let dir = tempfile::tempdir().unwrap();
-    let (agent, _) = Agent::start(AgentConfig {
-        state_dir: Some(dir.path().join("state")),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (agent, _dir) = netns_common::agent_with_state_dir().await;
 
     // Container -> PID resolution: the PID the agent resolves is the container's process.
     let c = image.run("pause");
