@@ -1,27 +1,33 @@
-//! A cached IMF-fixdate `Date` header value, refreshed at most once per second per thread.
+//! A cached IMF-fixdate `Date` header value, refreshed once per second per thread.
 
 use std::cell::Cell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 /// Length of an IMF-fixdate such as `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub(crate) const DATE_LEN: usize = 29;
 
 thread_local! {
-    static CACHE: Cell<(u64, [u8; DATE_LEN])> = const { Cell::new((u64::MAX, [0; DATE_LEN])) };
+    /// The formatted date and the monotonic instant at which its second ends.
+    static CACHE: Cell<(Option<Instant>, [u8; DATE_LEN])> = const { Cell::new((None, [0; DATE_LEN])) };
 }
 
-/// The current date, formatted. Costs one clock read; formats only when the second changed.
-pub(crate) fn now() -> [u8; DATE_LEN] {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+/// The current date, formatted, given a monotonic `now` the caller has already read (the
+/// server reads one clock per batch of requests and uses it for its timeouts too). The wall
+/// clock is read only when the cached second is over, so a clock step shows within a second.
+pub(crate) fn at(now: Instant) -> [u8; DATE_LEN] {
     CACHE.with(|c| {
-        let (cached_secs, cached) = c.get();
-        if cached_secs == secs {
+        let (refresh_at, cached) = c.get();
+        if refresh_at.is_some_and(|r| now < r) {
             return cached;
         }
-        let fresh = format(secs);
-        c.set((secs, fresh));
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let fresh = format(wall.as_secs());
+        let rest_of_second = Duration::from_nanos(1_000_000_000 - u64::from(wall.subsec_nanos()));
+        c.set((Some(now + rest_of_second), fresh));
         fresh
     })
 }
@@ -65,6 +71,34 @@ pub(crate) fn format(secs: u64) -> [u8; DATE_LEN] {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use tokio::time::Instant;
+
+    #[test]
+    fn cached_date_is_the_wall_clock_second_and_refreshes_when_it_ends() {
+        let wall = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        };
+        let before = wall();
+        let t = Instant::now();
+        let d = super::at(t);
+        assert!(d == super::format(before) || d == super::format(wall()));
+        let (refresh_at, _) = super::CACHE.with(std::cell::Cell::get);
+        let refresh_at = refresh_at.unwrap();
+        assert!(refresh_at > t && refresh_at <= t + Duration::from_secs(1));
+        assert_eq!(super::at(t), d, "same instant, same cached value");
+        // An instant past the cached second's end reads the wall clock again.
+        let later = refresh_at + Duration::from_secs(2);
+        super::at(later);
+        let (next, _) = super::CACHE.with(std::cell::Cell::get);
+        let next = next.unwrap();
+        assert!(next > later && next <= later + Duration::from_secs(1));
+    }
+
     #[test]
     fn formats_known_instants_as_imf_fixdate() {
         assert_eq!(&super::format(0), b"Thu, 01 Jan 1970 00:00:00 GMT");

@@ -13,8 +13,12 @@ pub struct HeaderValue(Repr);
 
 #[derive(Clone)]
 enum Repr {
+    /// Checked for CR, LF and NUL when made, so the server need not scan it per response.
     Static(&'static [u8]),
-    Inline { len: u8, buf: [u8; INLINE] },
+    Inline {
+        len: u8,
+        buf: [u8; INLINE],
+    },
     Owned(Box<[u8]>),
 }
 
@@ -22,7 +26,13 @@ const INLINE: usize = 46;
 
 impl HeaderValue {
     /// A value from a static string; no copy.
+    ///
+    /// # Panics
+    ///
+    /// If `s` holds CR, LF or NUL (like `http::HeaderValue::from_static`). In a `const` item
+    /// that is a compile-time error, and the value then costs nothing to check per response.
     pub const fn from_static(s: &'static str) -> Self {
+        assert!(is_clean(s.as_bytes()), "header value holds CR, LF or NUL");
         HeaderValue(Repr::Static(s.as_bytes()))
     }
 
@@ -65,11 +75,23 @@ impl HeaderValue {
 
     /// Whether the value is safe to put on the wire (no CR, LF or NUL).
     pub fn is_valid(&self) -> bool {
-        !self
-            .as_bytes()
-            .iter()
-            .any(|b| matches!(b, b'\r' | b'\n' | 0))
+        match &self.0 {
+            Repr::Static(_) => true,
+            _ => is_clean(self.as_bytes()),
+        }
     }
+}
+
+/// Whether `b` holds no CR, LF or NUL, the bytes that would split or end a header line.
+const fn is_clean(b: &[u8]) -> bool {
+    let mut i = 0;
+    while i < b.len() {
+        if matches!(b[i], b'\r' | b'\n' | 0) {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 impl fmt::Debug for HeaderValue {
@@ -79,8 +101,14 @@ impl fmt::Debug for HeaderValue {
 }
 
 impl From<&'static str> for HeaderValue {
+    /// Never panics: a string holding CR, LF or NUL becomes a copied value, which the server
+    /// then refuses to write (answering 500).
     fn from(s: &'static str) -> Self {
-        Self::from_static(s)
+        if is_clean(s.as_bytes()) {
+            HeaderValue(Repr::Static(s.as_bytes()))
+        } else {
+            Self::from_bytes(s.as_bytes())
+        }
     }
 }
 
@@ -101,11 +129,37 @@ pub type HeaderName = Cow<'static, str>;
 
 /// Whether `name` is a valid header field name (an RFC 9110 token).
 pub fn is_valid_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !name.is_empty() && name.bytes().all(|b| TOKEN[usize::from(b)])
 }
+
+/// `TOKEN[b]`: whether byte `b` is a `tchar` (RFC 9110 section 5.6.2).
+static TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// A response body.
 #[derive(Default)]
@@ -187,6 +241,9 @@ impl From<Bytes> for Body {
     }
 }
 
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
 /// An HTTP response.
 ///
 /// Building one with a static body and no extra headers allocates nothing, which keeps the
@@ -213,7 +270,7 @@ impl Response {
     /// 200 with a `text/plain` body.
     pub fn text(body: impl Into<Body>) -> Self {
         Response::new(200)
-            .with_content_type(HeaderValue::from_static("text/plain; charset=utf-8"))
+            .with_content_type(TEXT_PLAIN)
             .with_body(body)
     }
 
@@ -226,7 +283,7 @@ impl Response {
     pub fn json_with_status<T: Serialize + ?Sized>(status: u16, value: &T) -> Self {
         match serde_json::to_vec(value) {
             Ok(v) => Response::new(status)
-                .with_content_type(HeaderValue::from_static("application/json"))
+                .with_content_type(APPLICATION_JSON)
                 .with_body(v),
             Err(e) => {
                 tracing::error!(error = %e, "response serialization failed");
@@ -243,7 +300,7 @@ impl Response {
         }
         match serde_json::to_vec(&ErrorBody { error: message }) {
             Ok(v) => Response::new(status)
-                .with_content_type(HeaderValue::from_static("application/json"))
+                .with_content_type(APPLICATION_JSON)
                 .with_body(v),
             Err(_) => Response::new(status),
         }
@@ -253,7 +310,7 @@ impl Response {
     /// allocate.
     pub(crate) fn static_json(status: u16, body: &'static str) -> Self {
         Response::new(status)
-            .with_content_type(HeaderValue::from_static("application/json"))
+            .with_content_type(APPLICATION_JSON)
             .with_body(body)
     }
 
@@ -383,10 +440,17 @@ mod tests {
     #[test]
     fn header_values_with_line_breaks_are_invalid() {
         assert!(HeaderValue::from_static("abc").is_valid());
-        assert!(!HeaderValue::from_static("a\r\nSet-Cookie: x").is_valid());
+        assert!(!HeaderValue::from("a\r\nSet-Cookie: x").is_valid());
+        assert!(!HeaderValue::from("a\0b").is_valid());
         assert!(!HeaderValue::from(String::from("a\nb")).is_valid());
         assert!(!is_valid_header_name("x\r\ny"));
         assert!(is_valid_header_name("x-request-id"));
+    }
+
+    #[test]
+    #[should_panic(expected = "CR, LF or NUL")]
+    fn static_values_with_line_breaks_panic() {
+        let _ = HeaderValue::from_static(std::hint::black_box("a\nb"));
     }
 
     #[test]

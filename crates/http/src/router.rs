@@ -160,7 +160,8 @@ impl Node {
         let Some(rest) = rest else {
             return self.endpoint.as_ref();
         };
-        let (seg, next) = match memchr::memchr(b'/', rest.as_bytes()) {
+        // A plain scan: segments are short, and memchr's setup cost more than it saved here.
+        let (seg, next) = match rest.bytes().position(|b| b == b'/') {
             Some(i) => (&rest[..i], Some(&rest[i + 1..])),
             None => (rest, None),
         };
@@ -211,6 +212,19 @@ pub enum Match<'a> {
         allow: &'a HeaderValue,
     },
     /// No template matched the path.
+    NotFound,
+}
+
+/// [`Match`] without the parameters, which `Router::route_into` writes in place.
+enum Routed<'a> {
+    Found {
+        handler: &'a dyn Handler,
+        route: &'a Arc<str>,
+    },
+    MethodNotAllowed {
+        route: &'a Arc<str>,
+        allow: &'a HeaderValue,
+    },
     NotFound,
 }
 
@@ -295,21 +309,43 @@ impl Router {
     /// Matches a method and path (without query).
     pub fn lookup<'a>(&'a self, method: Method, path: &'a str) -> Match<'a> {
         let mut params = Params::new();
+        match self.route_into(method, path, &mut params) {
+            Routed::Found { handler, route } => Match::Found {
+                handler,
+                route,
+                params,
+            },
+            Routed::MethodNotAllowed { route, allow } => Match::MethodNotAllowed { route, allow },
+            Routed::NotFound => Match::NotFound,
+        }
+    }
+
+    /// [`Router::lookup`] writing the parameters into `params` (left empty unless `Found`), so
+    /// the server's request holds them without copying the inline array around.
+    fn route_into<'a>(
+        &'a self,
+        method: Method,
+        path: &'a str,
+        params: &mut Params<'a>,
+    ) -> Routed<'a> {
+        params.truncate(0);
         let Some(rest) = path.strip_prefix('/') else {
-            return Match::NotFound;
+            return Routed::NotFound;
         };
-        match self.root.find(Some(rest), &mut params) {
-            None => Match::NotFound,
+        match self.root.find(Some(rest), params) {
+            None => Routed::NotFound,
             Some(ep) => match ep.handler(method) {
-                Some(handler) => Match::Found {
+                Some(handler) => Routed::Found {
                     handler,
                     route: &ep.template,
-                    params,
                 },
-                None => Match::MethodNotAllowed {
-                    route: &ep.template,
-                    allow: &ep.allow,
-                },
+                None => {
+                    params.truncate(0);
+                    Routed::MethodNotAllowed {
+                        route: &ep.template,
+                        allow: &ep.allow,
+                    }
+                }
             },
         }
     }
@@ -320,57 +356,42 @@ impl Router {
     /// [`Request::from_parts`]. A handler panic becomes a 500 (`ctx.panicked()` is then true in
     /// `after` hooks).
     pub async fn handle<'a>(&'a self, req: &mut Request<'a>) -> Response {
+        // One async fn (no nested chain future): the response is moved as few times as
+        // possible on the synchronous fast path.
         let mut ctx = Ctx::new(if self.middleware.is_empty() {
             // No hook can observe it; skip the clock read on the fast path.
             START.with(|s| *s)
         } else {
             Instant::now()
         });
-        let handler = match self.lookup(req.method, req.path) {
-            Match::Found {
-                handler,
-                route,
-                params,
-            } => {
+        let path = req.path;
+        let target = match self.route_into(req.method, path, &mut req.params) {
+            Routed::Found { handler, route } => {
                 req.route = Some(route);
-                req.params = params;
-                Some(handler)
+                Ok(handler)
             }
-            Match::MethodNotAllowed { route, allow } => {
+            Routed::MethodNotAllowed { route, allow } => {
                 req.route = Some(route);
-                let resp = Response::static_json(405, r#"{"error":"method not allowed"}"#)
-                    .with_header("allow", allow.clone());
-                return self.run_chain(req, &mut ctx, Err(resp)).await;
+                Err((405, Some(allow)))
             }
-            Match::NotFound => None,
+            Routed::NotFound => Err((404, None)),
         };
-        match handler {
-            Some(h) => self.run_chain(req, &mut ctx, Ok(h)).await,
-            None => {
-                let resp = Response::static_json(404, r#"{"error":"not found"}"#);
-                self.run_chain(req, &mut ctx, Err(resp)).await
-            }
-        }
-    }
-
-    async fn run_chain<'a>(
-        &'a self,
-        req: &mut Request<'a>,
-        ctx: &mut Ctx,
-        target: Result<&'a dyn Handler, Response>,
-    ) -> Response {
         let mut ran = 0;
         let mut short = None;
         for m in &self.middleware {
             ran += 1;
-            if let Some(resp) = m.before(req, ctx) {
+            if let Some(resp) = m.before(req, &mut ctx) {
                 short = Some(resp);
                 break;
             }
         }
         let mut resp = match (short, target) {
             (Some(resp), _) => resp,
-            (None, Err(resp)) => resp,
+            (None, Err((405, Some(allow)))) => {
+                Response::static_json(405, r#"{"error":"method not allowed"}"#)
+                    .with_header("allow", allow.clone())
+            }
+            (None, Err(_)) => Response::static_json(404, r#"{"error":"not found"}"#),
             (None, Ok(handler)) => {
                 match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req))) {
                     Ok(Reply::Ready(resp)) => resp,
@@ -389,7 +410,7 @@ impl Router {
             }
         };
         for m in self.middleware[..ran].iter().rev() {
-            m.after(req, ctx, &mut resp);
+            m.after(req, &ctx, &mut resp);
         }
         resp
     }

@@ -114,7 +114,8 @@ impl Conn {
         let mut head_started = now;
         let mut phase = Phase::Idle;
         loop {
-            let date = date::now();
+            // One clock read per batch: `last_activity` is when its bytes arrived.
+            let date = date::at(last_activity);
             let mut close = false;
             // Answer every complete request already buffered (pipelining), batching the output.
             while self.start < self.end {
@@ -138,7 +139,7 @@ impl Conn {
                     Step::NeedHead => {
                         if phase != Phase::Head {
                             phase = Phase::Head;
-                            head_started = Instant::now();
+                            head_started = last_activity;
                         }
                         break;
                     }
@@ -157,7 +158,7 @@ impl Conn {
                 }
             }
             if !self.out.is_empty() {
-                stream.write_all(&self.out).await?;
+                write_out(stream, &self.out).await?;
                 self.out.clear();
             }
             if close {
@@ -488,6 +489,20 @@ async fn write_response(
             }
             stream.write_all(b"0\r\n\r\n").await?;
         }
+    }
+    Ok(())
+}
+
+/// Writes a batch of responses. The socket almost always has room, so one direct `send`
+/// usually finishes the job without building a write future (measurably cheaper per request).
+async fn write_out(stream: &mut TcpStream, out: &[u8]) -> std::io::Result<()> {
+    let written = match stream.try_write(out) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    if written < out.len() {
+        stream.write_all(&out[written..]).await?;
     }
     Ok(())
 }
