@@ -9,8 +9,9 @@
 # server order. Per measurement: requests/s and p99 from wrk, server CPU microseconds per
 # request from /proc/<pid>/stat (utime+stime; the user part is shown too), and 16-deep pipelined requests/s (Lua script).
 # The table printed at the end holds medians over rounds.
-# Each round also measures examples/floor.rs (plaintext only): a responder with no HTTP logic,
-# i.e. what the kernel alone costs per request on this host, for reading the CPU ratios.
+# Each round also measures examples/floor.rs: a responder with no HTTP logic, i.e. what the
+# kernel alone costs per request on this host (for reading the CPU ratios) and, pipelined, how
+# many requests/s one wrk thread can drive at all (for reading the pipelined ratio).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -115,8 +116,11 @@ for round in $(seq "$ROUNDS"); do
         stop_server
     done
     # The floor (examples/floor.rs, no HTTP logic): what the kernel alone costs per request.
+    # Pipelined, the floor shows about the most one `wrk -t1` drives on this host: wrk's core is
+    # the bottleneck there, so no server measures much more than the floor's ratio to hyper.
     start_server floor
     measure floor plaintext "$ADDR/plaintext"
+    measure floor pipelined16 "$ADDR/plaintext" "$WORK/pipeline.lua"
     stop_server
 done
 
@@ -144,4 +148,7 @@ fl = med("floor", "plaintext", 2)
 print(f"floor (no HTTP logic, plaintext): CPU/request {fl:.2f} us = {fl/med('hyper', 'plaintext', 2):.2f}x hyper; "
       f"a server meeting 0.85x here may spend at most {0.85*med('hyper', 'plaintext', 2) - fl:.2f} us/request above the floor "
       f"(faultline spends {med('faultline', 'plaintext', 2) - fl:.2f})")
+fp = med("floor", "pipelined16", 0)
+print(f"floor pipelined: {fp:,.0f} requests/s = {fp/med('hyper', 'pipelined16', 0):.2f}x hyper, "
+      f"about the most one wrk -t1 thread drives here (faultline {med('faultline', 'pipelined16', 0)/fp:.2f}x of it)")
 PY

@@ -59,7 +59,9 @@
 //!
 //! Response headers are checked before writing: a name that is not a token or a value holding
 //! CR, LF or NUL replaces the response with a 500, so no caller-controlled value can inject
-//! headers or split the response.
+//! headers or split the response. Static values are checked once, where
+//! [`HeaderValue::from_static`] makes them (it panics on such a value, at compile time in a
+//! `const`).
 //!
 //! Limits: a head over [`ServerConfig::max_head_size`] or with more than
 //! [`ServerConfig::max_headers`] fields gets 431; a body over [`ServerConfig::max_body_size`]
