@@ -32,12 +32,7 @@ pub fn privileged_or_skip(test: &str) -> bool {
     if missing.is_empty() {
         return true;
     }
-    let msg = format!("{test}: needs {}", missing.join(", "));
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED {msg}");
-    false
+    faultline_testkit::skip(format_args!("{test}: needs {}", missing.join(", ")))
 }
 
 /// Runs a command, panicking with its stderr when it fails.

@@ -123,7 +123,7 @@ fn rel_diff(a: f64, b: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_engine_agrees_with_prometheus_on_a_running_fleet() -> Result<()> {
-    let Some(prometheus) = prometheus::prometheus_or_skip("fleet agreement test not run")? else {
+    let Some(prometheus) = prometheus::prometheus_or_skip("fleet agreement test not run") else {
         return Ok(());
     };
     let cancel = CancellationToken::new();

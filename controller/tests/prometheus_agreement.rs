@@ -92,7 +92,7 @@ fn rel_diff(a: f64, b: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_rate_and_quantile_agree_with_prometheus_within_two_percent() -> Result<()> {
-    let Some(prometheus) = prometheus::prometheus_or_skip("agreement test not run")? else {
+    let Some(prometheus) = prometheus::prometheus_or_skip("agreement test not run") else {
         return Ok(());
     };
     let test_start = std::time::Instant::now();
