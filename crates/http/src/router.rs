@@ -216,6 +216,7 @@ pub enum Match<'a> {
 }
 
 /// [`Match`] without the parameters, which `Router::route_into` writes in place.
+#[derive(Clone, Copy)]
 enum Routed<'a> {
     Found {
         handler: &'a dyn Handler,
@@ -365,17 +366,10 @@ impl Router {
             Instant::now()
         });
         let path = req.path;
-        let target = match self.route_into(req.method, path, &mut req.params) {
-            Routed::Found { handler, route } => {
-                req.route = Some(route);
-                Ok(handler)
-            }
-            Routed::MethodNotAllowed { route, allow } => {
-                req.route = Some(route);
-                Err((405, Some(allow)))
-            }
-            Routed::NotFound => Err((404, None)),
-        };
+        let routed = self.route_into(req.method, path, &mut req.params);
+        if let Routed::Found { route, .. } | Routed::MethodNotAllowed { route, .. } = routed {
+            req.route = Some(route);
+        }
         let mut ran = 0;
         let mut short = None;
         for m in &self.middleware {
@@ -385,14 +379,14 @@ impl Router {
                 break;
             }
         }
-        let mut resp = match (short, target) {
+        let mut resp = match (short, routed) {
             (Some(resp), _) => resp,
-            (None, Err((405, Some(allow)))) => {
+            (None, Routed::MethodNotAllowed { allow, .. }) => {
                 Response::static_json(405, r#"{"error":"method not allowed"}"#)
                     .with_header("allow", allow.clone())
             }
-            (None, Err(_)) => Response::static_json(404, r#"{"error":"not found"}"#),
-            (None, Ok(handler)) => {
+            (None, Routed::NotFound) => Response::static_json(404, r#"{"error":"not found"}"#),
+            (None, Routed::Found { handler, .. }) => {
                 match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req))) {
                     Ok(Reply::Ready(resp)) => resp,
                     Ok(Reply::Later(fut)) => match AssertUnwindSafe(fut).catch_unwind().await {
