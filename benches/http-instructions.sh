@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # User-space instructions per request for faultline-http and the hyper baseline, counted by
-# valgrind's callgrind (deterministic: the same binary and client give the same count whatever
-# else the machine is doing, unlike the CPU figures of http-vs-hyper.sh). Not part of CI.
+# valgrind's callgrind: nearly the same count on every run whatever else the machine is doing,
+# unlike the CPU figures of http-vs-hyper.sh. Not part of CI.
 #
 #   benches/http-instructions.sh
 #
@@ -11,18 +11,10 @@
 # 16-deep pipelined on 4 connections. Prints instructions per request.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-WORK=$(mktemp -d)
-VG_PID=""
-cleanup() {
-    if [[ -n "$VG_PID" ]]; then kill "$VG_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/common.sh"
 
 for tool in valgrind callgrind_control callgrind_annotate python3; do
-    command -v "$tool" >/dev/null || { echo "$tool is required (apt-get install -y valgrind python3)" >&2; exit 1; }
+    require "$tool" "apt-get install -y valgrind python3"
 done
 (cd "$ROOT" && cargo build --release -q -p faultline-http --example server --example hyper_baseline)
 
@@ -45,22 +37,14 @@ for _ in range(batches):
 PY
 
 count() { # binary conns batches depth path -> instructions per request
-    local bin=$1 conns=$2 batches=$3 depth=$4 path=$5 addr=""
-    valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" "$TARGET/release/examples/$bin" \
-        127.0.0.1:0 > "$WORK/out" 2> "$WORK/err" &
-    VG_PID=$!
-    for _ in $(seq 200); do
-        addr=$(sed -n 's|^listening on ||p' "$WORK/out")
-        [[ -n "$addr" ]] && break
-        sleep 0.1
-    done
-    [[ -n "$addr" ]] || { echo "$bin did not start" >&2; cat "$WORK/err" >&2; exit 1; }
-    python3 "$WORK/client.py" "$addr" "$conns" 10 "$depth" "$path"
-    callgrind_control -z "$VG_PID" > /dev/null 2>&1
-    python3 "$WORK/client.py" "$addr" "$conns" "$batches" "$depth" "$path"
-    callgrind_control -d "$VG_PID" > /dev/null 2>&1
-    kill "$VG_PID"; wait "$VG_PID" 2>/dev/null || true
-    VG_PID=""
+    local bin=$1 conns=$2 batches=$3 depth=$4 path=$5
+    launch "$WORK/out" valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
+        "$TARGET/release/examples/$bin" 127.0.0.1:0
+    python3 "$WORK/client.py" "$ADDR" "$conns" 10 "$depth" "$path"
+    callgrind_control -z "$SERVER_PID" > /dev/null 2>&1
+    python3 "$WORK/client.py" "$ADDR" "$conns" "$batches" "$depth" "$path"
+    callgrind_control -d "$SERVER_PID" > /dev/null 2>&1
+    stop_server
     local dump
     dump=$(ls "$WORK"/cg.*.1)
     callgrind_annotate --auto=no "$dump" | awk -v n=$((conns * batches * depth)) \

@@ -18,19 +18,10 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 SERVER_CORE=${SERVER_CORE:-0}
 CLIENT_CORE=${CLIENT_CORE:-1}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-WORK=$(mktemp -d)
-SERVER_PID=""
+source "$(dirname "$0")/common.sh"
 
-cleanup() {
-    if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-command -v wrk >/dev/null || { echo "wrk is required (apt-get install -y wrk)" >&2; exit 1; }
-command -v taskset >/dev/null || { echo "taskset is required (util-linux)" >&2; exit 1; }
+require wrk "apt-get install -y wrk"
+require taskset util-linux
 
 (cd "$ROOT" && cargo build --release -q -p faultline-http --example server --example hyper_baseline --example floor)
 
@@ -55,22 +46,9 @@ start_server() { # name -> sets SERVER_PID and ADDR
         hyper) bin="$TARGET/release/examples/hyper_baseline" ;;
         floor) bin="$TARGET/release/examples/floor" ;;
     esac
-    taskset -c "$SERVER_CORE" "$bin" 127.0.0.1:0 > "$WORK/$1.out" 2>&1 &
-    SERVER_PID=$!
-    for _ in $(seq 100); do
-        ADDR=$(sed -n 's|^listening on ||p' "$WORK/$1.out")
-        [[ -n "$ADDR" ]] && break
-        sleep 0.05
-    done
-    [[ -n "$ADDR" ]] || { echo "$1 did not start" >&2; cat "$WORK/$1.out" >&2; exit 1; }
+    launch "$WORK/$1.out" taskset -c "$SERVER_CORE" "$bin" 127.0.0.1:0
     # Warm up connections, caches and the allocator.
     taskset -c "$CLIENT_CORE" wrk -t1 -c64 -d2s "$ADDR/plaintext" > /dev/null
-}
-
-stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
 }
 
 measure() { # server test url [script] -> appends "server test rps p99_us cpu_us_per_req" to results

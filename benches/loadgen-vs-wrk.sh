@@ -19,35 +19,17 @@ DURATION=${DURATION:-10}
 SERVER_CORE=${SERVER_CORE:-0}
 CLIENT_CORE=${CLIENT_CORE:-1}
 CONNECTIONS=${CONNECTIONS:-64}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-WORK=$(mktemp -d)
-SERVER_PID=""
+source "$(dirname "$0")/common.sh"
 
-cleanup() {
-    if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+require wrk "apt-get install -y wrk"
+require taskset util-linux
 
-command -v wrk >/dev/null || { echo "wrk is required (apt-get install -y wrk)" >&2; exit 1; }
-command -v taskset >/dev/null || { echo "taskset is required (util-linux)" >&2; exit 1; }
-
-(cd "$ROOT" && cargo build --release -q -p faultline-cli -p faultline-http --example server)
+(cd "$ROOT" && cargo build --release -q -p faultline-cli --bin chaos -p faultline-http --example server)
 CHAOS="$TARGET/release/chaos"
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
 
-: > "$WORK/server.out"
-taskset -c "$SERVER_CORE" "$TARGET/release/examples/server" 127.0.0.1:0 > "$WORK/server.out" 2>&1 &
-SERVER_PID=$!
-ADDR=""
-for _ in $(seq 100); do
-    ADDR=$(sed -n 's|^listening on ||p' "$WORK/server.out")
-    [[ -n "$ADDR" ]] && break
-    sleep 0.05
-done
-[[ -n "$ADDR" ]] || { echo "server did not start" >&2; cat "$WORK/server.out" >&2; exit 1; }
+launch "$WORK/server.out" taskset -c "$SERVER_CORE" "$TARGET/release/examples/server" 127.0.0.1:0
 URL="$ADDR/plaintext"
 # Warm up connections, caches and the allocator.
 taskset -c "$CLIENT_CORE" wrk -t1 -c"$CONNECTIONS" -d2s "$URL" > /dev/null
@@ -112,9 +94,7 @@ for round in $(seq "$ROUNDS"); do
     if (( round % 2 )); then closed_chaos; closed_wrk; else closed_wrk; closed_chaos; fi
 done
 
-kill "$SERVER_PID" 2>/dev/null || true
-wait "$SERVER_PID" 2>/dev/null || true
-SERVER_PID=""
+stop_server
 
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
