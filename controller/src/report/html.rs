@@ -285,6 +285,8 @@ fn outcome_class(o: Outcome) -> &'static str {
         Outcome::Aborted => "aborted",
         Outcome::InvalidInput => "invalid",
         Outcome::Error => "error",
+        Outcome::Inconclusive => "inconclusive",
+        Outcome::Skipped => "skipped",
     }
 }
 
@@ -293,6 +295,7 @@ fn verdict_class(v: SloVerdict) -> &'static str {
         SloVerdict::Pass => "pass",
         SloVerdict::Fail => "fail",
         SloVerdict::NoData => "nodata",
+        SloVerdict::Inconclusive => "inconclusive",
     }
 }
 

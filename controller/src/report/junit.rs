@@ -36,7 +36,12 @@ pub fn to_junit(report: &RunReport) -> Result<String, ReportError> {
     let slo_failures = report
         .slos
         .iter()
-        .filter(|s| s.verdict != SloVerdict::Pass)
+        .filter(|s| matches!(s.verdict, SloVerdict::Fail | SloVerdict::NoData))
+        .count();
+    let slo_errors = report
+        .slos
+        .iter()
+        .filter(|s| s.verdict == SloVerdict::Inconclusive)
         .count();
     let fault_errors = report
         .faults
@@ -45,12 +50,21 @@ pub fn to_junit(report: &RunReport) -> Result<String, ReportError> {
         .count();
     let run_case = matches!(
         report.verdict.outcome,
-        Outcome::Aborted | Outcome::Error | Outcome::InvalidInput
+        Outcome::Aborted
+            | Outcome::Error
+            | Outcome::InvalidInput
+            | Outcome::Inconclusive
+            | Outcome::Skipped
     );
     let tests = report.slos.len() + report.faults.len() + usize::from(run_case);
     let failures =
         slo_failures + usize::from(run_case && report.verdict.outcome == Outcome::Aborted);
-    let errors = fault_errors + usize::from(run_case && report.verdict.outcome != Outcome::Aborted);
+    let errors = fault_errors
+        + slo_errors
+        + usize::from(
+            run_case && !matches!(report.verdict.outcome, Outcome::Aborted | Outcome::Skipped),
+        );
+    let skipped = usize::from(report.verdict.outcome == Outcome::Skipped);
     let suite = escape_xml(&report.experiment.name);
     let time = seconds(report.ended_ms - report.started_ms);
     let timestamp = chrono::DateTime::from_timestamp_millis(report.started_ms)
@@ -65,7 +79,7 @@ pub fn to_junit(report: &RunReport) -> Result<String, ReportError> {
     )?;
     writeln!(
         x,
-        r#"  <testsuite name="{suite}" tests="{tests}" failures="{failures}" errors="{errors}" skipped="0" time="{time}" timestamp="{timestamp}">"#
+        r#"  <testsuite name="{suite}" tests="{tests}" failures="{failures}" errors="{errors}" skipped="{skipped}" time="{time}" timestamp="{timestamp}">"#
     )?;
     writeln!(x, "    <properties>")?;
     for (name, value) in [
@@ -105,6 +119,18 @@ pub fn to_junit(report: &RunReport) -> Result<String, ReportError> {
                 writeln!(
                     x,
                     r#"      <failure type="SloViolated" message="{}">{}</failure>"#,
+                    escape_xml(&message),
+                    escape_xml(&sample_lines(report.started_ms, slo))
+                )?;
+            }
+            SloVerdict::Inconclusive => {
+                let message = format!(
+                    "{}: not judged: the load generator delayed requests beyond its tolerance, so client-side measurements describe the generator, not the system",
+                    slo.name
+                );
+                writeln!(
+                    x,
+                    r#"      <error type="Inconclusive" message="{}">{}</error>"#,
                     escape_xml(&message),
                     escape_xml(&sample_lines(report.started_ms, slo))
                 )?;
@@ -188,10 +214,10 @@ pub fn to_junit(report: &RunReport) -> Result<String, ReportError> {
             x,
             r#"    <testcase classname="{suite}" name="run" time="{time}">"#
         )?;
-        let kind = if report.verdict.outcome == Outcome::Aborted {
-            "failure"
-        } else {
-            "error"
+        let kind = match report.verdict.outcome {
+            Outcome::Aborted => "failure",
+            Outcome::Skipped => "skipped",
+            _ => "error",
         };
         writeln!(
             x,

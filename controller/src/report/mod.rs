@@ -185,10 +185,16 @@ pub enum Outcome {
     /// Infrastructure failed: an agent was unreachable, a fault could not be applied,
     /// the SLO backend could not answer.
     Error,
+    /// No verdict was earned: a client-side SLO could not be judged because the load
+    /// generator itself delayed requests beyond its tolerance (see `docs/running.md`).
+    Inconclusive,
+    /// The experiment was not run because this mode cannot run it (a suite lists it
+    /// with the reason).
+    Skipped,
 }
 
 impl Outcome {
-    /// `pass`, `fail`, `aborted`, `invalid`, `error`.
+    /// `pass`, `fail`, `aborted`, `invalid`, `error`, `inconclusive`, `skipped`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Pass => "pass",
@@ -196,18 +202,21 @@ impl Outcome {
             Outcome::Aborted => "aborted",
             Outcome::InvalidInput => "invalid",
             Outcome::Error => "error",
+            Outcome::Inconclusive => "inconclusive",
+            Outcome::Skipped => "skipped",
         }
     }
 }
 
-/// The process exit code for an outcome: 0 pass, 1 violated or aborted, 2 invalid
-/// input, 3 infrastructure failure. The one place this mapping lives.
+/// The process exit code for an outcome: 0 pass (or skipped), 1 violated or aborted,
+/// 2 invalid input, 3 infrastructure failure or no verdict earned (inconclusive). The
+/// one place this mapping lives; a suite exits with the highest code of its runs.
 pub fn exit_code(outcome: Outcome) -> u8 {
     match outcome {
-        Outcome::Pass => 0,
+        Outcome::Pass | Outcome::Skipped => 0,
         Outcome::Fail | Outcome::Aborted => 1,
         Outcome::InvalidInput => 2,
-        Outcome::Error => 3,
+        Outcome::Error | Outcome::Inconclusive => 3,
     }
 }
 
@@ -232,6 +241,9 @@ pub enum SloVerdict {
     Fail,
     /// Measurements were missing, so the SLO cannot be said to hold. Not a pass.
     NoData,
+    /// Client-side measurements were distorted by the load generator itself (requests
+    /// waited inside it beyond its tolerance), so the SLO was not judged. Not a pass.
+    Inconclusive,
 }
 
 impl SloVerdict {
@@ -247,12 +259,13 @@ impl SloVerdict {
         }
     }
 
-    /// `pass`, `fail`, `no data`.
+    /// `pass`, `fail`, `no data`, `inconclusive`.
     pub fn as_str(self) -> &'static str {
         match self {
             SloVerdict::Pass => "pass",
             SloVerdict::Fail => "fail",
             SloVerdict::NoData => "no data",
+            SloVerdict::Inconclusive => "inconclusive",
         }
     }
 }

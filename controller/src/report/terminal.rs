@@ -28,7 +28,8 @@ fn outcome_color(outcome: Outcome) -> &'static str {
         Outcome::Pass => "1;32",
         Outcome::Fail => "1;31",
         Outcome::Aborted => "1;33",
-        Outcome::InvalidInput | Outcome::Error => "1;35",
+        Outcome::InvalidInput | Outcome::Error | Outcome::Inconclusive => "1;35",
+        Outcome::Skipped => "1;36",
     }
 }
 
@@ -66,6 +67,7 @@ pub fn summary(report: &RunReport, color: bool) -> String {
             SloVerdict::Pass => paint(color, "32", "pass"),
             SloVerdict::Fail => paint(color, "31", "FAIL"),
             SloVerdict::NoData => paint(color, "33", "NO DATA"),
+            SloVerdict::Inconclusive => paint(color, "35", "INCONCLUSIVE"),
         };
         let _ = writeln!(
             out,
