@@ -83,6 +83,8 @@ pub struct Request<'a> {
     pub method: &'a str,
     /// Path without the query.
     pub path: &'a str,
+    /// The query string, without the `?`.
+    pub query: Option<&'a str>,
     /// The `Authorization` header, if any.
     pub authorization: Option<&'a [u8]>,
     /// The body.
@@ -206,6 +208,23 @@ impl Api {
                     Ok(r) => r,
                     Err(e) => return Response::wire_error(&e),
                 };
+                match dry_run(req.query) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        return match self.agent.check(&request).await {
+                            Ok(backend) => Response::json(
+                                200,
+                                &CheckAnswer {
+                                    dry_run: true,
+                                    id: &request.id,
+                                    backend,
+                                },
+                            ),
+                            Err(e) => Response::agent_error(&e),
+                        };
+                    }
+                    Err(why) => return Response::error(400, "malformed", why, Vec::new()),
+                }
                 // A repeated apply replays the first answer: same status, same state.
                 match self.agent.apply(request).await {
                     Ok(o) => Response::json(201, &o.state),
@@ -273,6 +292,37 @@ impl Api {
     }
 }
 
+/// The answer to a dry run: the request would be applied by `backend`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CheckAnswer<'a> {
+    dry_run: bool,
+    id: &'a str,
+    backend: &'static str,
+}
+
+/// Whether `POST /v1/faults` is a dry run: `?dryRun=true` (or `false`); any other
+/// query is refused rather than ignored, so a typo never applies a fault.
+fn dry_run(query: Option<&str>) -> Result<bool, String> {
+    let mut dry = false;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("dryRun", "true")) => dry = true,
+            Some(("dryRun", "false")) => dry = false,
+            _ => {
+                return Err(format!(
+                    "unknown query `{pair}`: POST /v1/faults takes only dryRun=true|false"
+                ));
+            }
+        }
+    }
+    Ok(dry)
+}
+
 fn to_http(r: Response) -> faultline_http::Response {
     faultline_http::Response::new(r.status)
         .with_content_type(faultline_http::HeaderValue::from(r.content_type))
@@ -302,6 +352,7 @@ pub fn router(api: Api) -> faultline_http::Router {
                     .handle(Request {
                         method,
                         path: req.path(),
+                        query: req.query(),
                         authorization: req.header("authorization"),
                         body: req.body(),
                     })

@@ -59,6 +59,14 @@ pub trait Fault: Send + Sync + 'static {
     /// [`RevertRecord::DiesWithAgent`].
     fn revert_record(&self, target: &ResolvedTarget) -> Result<RevertRecord, FaultError>;
 
+    /// Checks, without changing anything, that [`Fault::apply`] would accept `target`:
+    /// every check `apply` makes before it touches the host. The dry run relies on it
+    /// (`POST /v1/faults?dryRun=true`), so a check `apply` makes must live here too.
+    fn check(&self, target: &ResolvedTarget) -> Result<(), FaultError> {
+        let _ = target;
+        Ok(())
+    }
+
     /// Applies the fault to one target.
     fn apply(&self, target: &ResolvedTarget) -> Result<Self::Handle, FaultError>;
 
@@ -143,6 +151,8 @@ pub trait PreparedFault: Send {
     fn backend(&self) -> &'static str;
     /// See [`Fault::revert_record`].
     fn revert_record(&self, target: &ResolvedTarget) -> Result<RevertRecord, FaultError>;
+    /// See [`Fault::check`].
+    fn check(&self, target: &ResolvedTarget) -> Result<(), FaultError>;
     /// Applies the fault to one target.
     fn apply(self: Box<Self>, target: &ResolvedTarget) -> Result<Box<dyn ActiveFault>, FaultError>;
 }
@@ -154,6 +164,10 @@ impl<F: Fault> PreparedFault for F {
 
     fn revert_record(&self, target: &ResolvedTarget) -> Result<RevertRecord, FaultError> {
         Fault::revert_record(self, target)
+    }
+
+    fn check(&self, target: &ResolvedTarget) -> Result<(), FaultError> {
+        Fault::check(self, target)
     }
 
     fn apply(self: Box<Self>, target: &ResolvedTarget) -> Result<Box<dyn ActiveFault>, FaultError> {

@@ -264,13 +264,21 @@ impl Fault for SignalFault {
         })
     }
 
-    fn apply(&self, target: &ResolvedTarget) -> Result<SignalHandle, FaultError> {
+    fn check(&self, target: &ResolvedTarget) -> Result<(), FaultError> {
         let pid = crate::target::pid(target)?;
         if pid == std::process::id() {
             return Err(FaultError::Invalid(
                 "refusing to signal the agent itself".into(),
             ));
         }
+        proc_stat(pid)
+            .map(drop)
+            .ok_or_else(|| FaultError::TargetNotFound(format!("process {pid} does not exist")))
+    }
+
+    fn apply(&self, target: &ResolvedTarget) -> Result<SignalHandle, FaultError> {
+        self.check(target)?;
+        let pid = crate::target::pid(target)?;
         let process = ProcessRef::open(pid, None)?;
         process.signal(to_rustix(self.signal))?;
         let delivered_at = Instant::now();

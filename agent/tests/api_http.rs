@@ -268,3 +268,57 @@ async fn capabilities_and_health_answer() {
     let (status, _) = call(s.addr, "GET", "/healthz", None, "").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_dry_run_checks_the_request_and_applies_nothing() {
+    let s = server().await;
+    let (status, body) = call(
+        s.addr,
+        "POST",
+        "/v1/faults?dryRun=true",
+        Some(TOKEN),
+        &memory_fault("dry"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dryRun"], true);
+    assert_eq!(body["id"], "dry");
+    assert_eq!(body["backend"], "memory");
+    let (_, list) = call(s.addr, "GET", "/v1/faults", Some(TOKEN), "").await;
+    assert_eq!(list["faults"], json!([]), "a dry run applies nothing");
+
+    // What apply would refuse, the dry run refuses with the same status and code.
+    let stop_without_pid = json!({
+        "id": "stop", "experiment": "api-test", "target": {"name": "nobody"},
+        "fault": {"process": {"signal": "SIGSTOP"}}, "ttl": "30s"
+    })
+    .to_string();
+    let (dry_status, dry_body) = call(
+        s.addr,
+        "POST",
+        "/v1/faults?dryRun=true",
+        Some(TOKEN),
+        &stop_without_pid,
+    )
+    .await;
+    let (real_status, real_body) =
+        call(s.addr, "POST", "/v1/faults", Some(TOKEN), &stop_without_pid).await;
+    assert_eq!(dry_status, 422, "{dry_body}");
+    assert_eq!(
+        (dry_status, &dry_body["error"]),
+        (real_status, &real_body["error"])
+    );
+
+    // A query the agent does not know is refused, never ignored into a real apply.
+    let (status, body) = call(
+        s.addr,
+        "POST",
+        "/v1/faults?dryrun=true",
+        Some(TOKEN),
+        &memory_fault("typo"),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (_, list) = call(s.addr, "GET", "/v1/faults", Some(TOKEN), "").await;
+    assert_eq!(list["faults"], json!([]));
+}

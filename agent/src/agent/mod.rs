@@ -370,6 +370,31 @@ impl Agent {
         })
     }
 
+    /// Checks that [`Agent::apply`] would accept `request`, changing nothing: the same
+    /// validation, backend selection and target checks, and the journal's revert record.
+    /// Returns the backend that would apply it. This is the dry run
+    /// (`POST /v1/faults?dryRun=true`): a request it accepts is not refused by `apply`
+    /// for any reason it can see in advance.
+    pub async fn check(&self, request: &FaultRequest) -> Result<&'static str, AgentError> {
+        if request.ttl.std().is_zero() {
+            return Err(AgentError::ZeroTtl);
+        }
+        self.existing(request)?;
+        let ctx = crate::backend::Context {
+            proxies: self.inner.proxies.clone(),
+            capabilities: self.inner.capabilities.clone(),
+        };
+        let prepared = fault::build(request, &ctx)?;
+        let target = request.target.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, AgentError> {
+            prepared.revert_record(&target)?;
+            prepared.check(&target)?;
+            Ok(prepared.backend())
+        })
+        .await
+        .expect("fault check does not panic")
+    }
+
     fn existing(&self, request: &FaultRequest) -> Result<Option<FaultState>, AgentError> {
         let table = self.inner.table.lock().expect("fault table poisoned");
         if let Some(e) = table.active.get(&request.id) {

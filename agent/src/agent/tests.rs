@@ -282,3 +282,91 @@ async fn a_corrupt_journal_is_reported_and_never_blocks_start() {
         "{replay:?}"
     );
 }
+
+#[tokio::test]
+async fn check_accepts_exactly_the_requests_apply_accepts_and_changes_nothing() {
+    let agent = agent().await;
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_port = upstream.local_addr().unwrap().port();
+    agent
+        .create_proxy("orders->payments", upstream.local_addr().unwrap())
+        .await
+        .unwrap();
+    let network = |id: &str, proxies: &[&str], peers: &[&str], ports: &[u16]| FaultRequest {
+        target: ResolvedTarget {
+            name: "payments".into(),
+            proxies: proxies.iter().map(|p| (*p).to_string()).collect(),
+            ..Default::default()
+        },
+        fault: FaultKind::Network(NetworkFault {
+            action: NetworkAction::Partition(Empty {}),
+            direction: Direction::Ingress,
+            peers: peers
+                .iter()
+                .map(|p| faultline_spec::Peer::parse(p).unwrap())
+                .collect(),
+            ports: ports.to_vec(),
+            backend: NetworkBackend::Auto,
+        }),
+        ..cpu_request(id, 30)
+    };
+    let mut zero = cpu_request("zero", 1);
+    zero.ttl = faultline_spec::Duration::ZERO;
+    let signal = |id: &str, pid: Option<u32>| FaultRequest {
+        target: ResolvedTarget {
+            name: "p".into(),
+            pid,
+            ..Default::default()
+        },
+        fault: FaultKind::Process(ProcessFault {
+            signal: Signal::Stop,
+        }),
+        ..cpu_request(id, 30)
+    };
+    let cases = [
+        (network("ok", &["orders->payments"], &[], &[]), true),
+        (
+            network("port", &["orders->payments"], &[], &[upstream_port]),
+            true,
+        ),
+        (
+            network("other-port", &["orders->payments"], &[], &[1]),
+            false,
+        ),
+        (network("no-proxy", &["nope"], &[], &[]), false),
+        (network("no-proxies", &[], &[], &[]), false),
+        // The first build's dry run passed this and the apply refused it.
+        (
+            network("service-peer", &["orders->payments"], &["orders"], &[]),
+            false,
+        ),
+        (
+            network("cidr-peer", &["orders->payments"], &["127.0.0.1"], &[]),
+            true,
+        ),
+        (zero, false),
+        (signal("no-pid", None), false),
+        (signal("self", Some(std::process::id())), false),
+        (signal("gone", Some(u32::MAX - 1)), false),
+        (cpu_request("cpu", 30), true),
+    ];
+    for (request, accepted) in cases {
+        let id = request.id.clone();
+        let checked = agent.check(&request).await;
+        assert!(agent.get(&id).is_none(), "{id}: check applied nothing");
+        assert_eq!(checked.is_ok(), accepted, "{id}: check said {checked:?}");
+        let applied = agent.apply(request).await;
+        assert_eq!(
+            applied.is_ok(),
+            accepted,
+            "{id}: apply disagrees with check: {:?}",
+            applied.as_ref().err()
+        );
+        if let (Err(c), Err(a)) = (&checked, &applied) {
+            assert_eq!(c.status(), a.status(), "{id}: same refusal");
+        }
+        if applied.is_ok() {
+            agent.revert(&id).await.unwrap();
+        }
+    }
+}

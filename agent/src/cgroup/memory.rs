@@ -105,6 +105,24 @@ impl CgroupMemoryHandle {
     }
 }
 
+impl CgroupMemory {
+    /// The target's cgroups and the `cgroup.procs` file the helper joins, once the
+    /// host is known to have the memory to hold.
+    fn procs(&self, target: &ResolvedTarget) -> Result<(Cgroups, std::path::PathBuf), FaultError> {
+        crate::stress::memory::check_available(self.size)?;
+        let pid = crate::target::pid(target)?;
+        let cgroups = Cgroups::of_pid(pid)?;
+        let procs = match &cgroups {
+            Cgroups::V1(_) => cgroups
+                .v1("memory")
+                .ok_or_else(|| FaultError::Unsupported("no v1 memory controller".into()))?
+                .join("cgroup.procs"),
+            Cgroups::V2(dir) => dir.join("cgroup.procs"),
+        };
+        Ok((cgroups, procs))
+    }
+}
+
 impl Fault for CgroupMemory {
     type Handle = CgroupMemoryHandle;
 
@@ -116,25 +134,12 @@ impl Fault for CgroupMemory {
         Ok(RevertRecord::DiesWithAgent)
     }
 
+    fn check(&self, target: &ResolvedTarget) -> Result<(), FaultError> {
+        self.procs(target).map(drop)
+    }
+
     fn apply(&self, target: &ResolvedTarget) -> Result<CgroupMemoryHandle, FaultError> {
-        if let Some(avail) = crate::stress::memory::available_bytes()
-            && self.size > avail
-        {
-            return Err(FaultError::Invalid(format!(
-                "memory size {} MiB exceeds MemAvailable {} MiB",
-                self.size >> 20,
-                avail >> 20
-            )));
-        }
-        let pid = crate::target::pid(target)?;
-        let cgroups = Cgroups::of_pid(pid)?;
-        let procs = match &cgroups {
-            Cgroups::V1(_) => cgroups
-                .v1("memory")
-                .ok_or_else(|| FaultError::Unsupported("no v1 memory controller".into()))?
-                .join("cgroup.procs"),
-            Cgroups::V2(dir) => dir.join("cgroup.procs"),
-        };
+        let (cgroups, procs) = self.procs(target)?;
         let memfd: File =
             rustix::fs::memfd_create("faultline-memory", rustix::fs::MemfdFlags::CLOEXEC)
                 .map_err(|e| FaultError::io("memfd_create", e.into()))?

@@ -198,6 +198,27 @@ impl CgroupCpuHandle {
     }
 }
 
+/// The target's PID, its cgroups and the v1 `tasks` files the burner threads join.
+fn cpu_tasks(
+    target: &ResolvedTarget,
+) -> Result<(u32, Cgroups, Vec<std::path::PathBuf>), FaultError> {
+    let pid = crate::target::pid(target)?;
+    let cgroups = Cgroups::of_pid(pid)?;
+    let tasks = match &cgroups {
+        Cgroups::V1(_) => ["cpu", "cpuacct"]
+            .iter()
+            .filter_map(|c| cgroups.v1(c))
+            .map(|d| d.join("tasks"))
+            .collect::<Vec<_>>(),
+        Cgroups::V2(_) => {
+            return Err(FaultError::Unsupported(
+                "CPU stress inside a cgroup v2 target needs a helper process; this agent does it on cgroup v1 only".into(),
+            ));
+        }
+    };
+    Ok((pid, cgroups, tasks))
+}
+
 impl Fault for CgroupCpu {
     type Handle = CgroupCpuHandle;
 
@@ -209,21 +230,12 @@ impl Fault for CgroupCpu {
         Ok(RevertRecord::DiesWithAgent)
     }
 
+    fn check(&self, target: &ResolvedTarget) -> Result<(), FaultError> {
+        cpu_tasks(target).map(drop)
+    }
+
     fn apply(&self, target: &ResolvedTarget) -> Result<CgroupCpuHandle, FaultError> {
-        let pid = crate::target::pid(target)?;
-        let cgroups = Cgroups::of_pid(pid)?;
-        let tasks = match &cgroups {
-            Cgroups::V1(_) => ["cpu", "cpuacct"]
-                .iter()
-                .filter_map(|c| cgroups.v1(c))
-                .map(|d| d.join("tasks"))
-                .collect::<Vec<_>>(),
-            Cgroups::V2(_) => {
-                return Err(FaultError::Unsupported(
-                    "CPU stress inside a cgroup v2 target needs a helper process; this agent does it on cgroup v1 only".into(),
-                ));
-            }
-        };
+        let (pid, cgroups, tasks) = cpu_tasks(target)?;
         let quota = cgroups.cpu_quota();
         let base = CpuStress::new(&self.fault)?;
         let total = base.load() * f64::from(base.workers());

@@ -256,6 +256,10 @@ impl Fault for ContainerFaultImpl {
         })
     }
 
+    fn check(&self, target: &ResolvedTarget) -> Result<(), FaultError> {
+        self.docker.status(container_id(target)?).map(drop)
+    }
+
     fn apply(&self, target: &ResolvedTarget) -> Result<ContainerHandle, FaultError> {
         let id = container_id(target)?;
         let pid_before = self.docker.container_pid(id)?;

@@ -438,6 +438,10 @@ impl Fault for NftFault {
         })
     }
 
+    fn check(&self, target: &ResolvedTarget) -> Result<(), FaultError> {
+        crate::target::netns(target).map(drop)
+    }
+
     fn apply(&self, target: &ResolvedTarget) -> Result<NftHandle, FaultError> {
         let netns = crate::target::netns(target)?;
         // A table left by an earlier attempt with the same id is replaced, not merged.

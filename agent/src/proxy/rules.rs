@@ -417,6 +417,36 @@ impl ProxyFault {
     }
 }
 
+impl ProxyFault {
+    /// The target's proxies this fault acts on: every named proxy must exist, narrowed
+    /// to those forwarding to `ports` when any are given.
+    fn select(&self, target: &ResolvedTarget) -> Result<Vec<Arc<Proxy>>, FaultError> {
+        if target.proxies.is_empty() {
+            return Err(FaultError::Invalid(format!(
+                "target `{}` names no proxies; the unprivileged agent injects network and http faults through its proxies",
+                target.name
+            )));
+        }
+        let mut proxies = Vec::new();
+        for id in &target.proxies {
+            let p = self
+                .registry
+                .get(id)
+                .ok_or_else(|| FaultError::TargetNotFound(format!("no proxy `{id}`")))?;
+            if self.ports.is_empty() || self.ports.contains(&p.info.upstream.port()) {
+                proxies.push(p);
+            }
+        }
+        if proxies.is_empty() {
+            return Err(FaultError::Invalid(format!(
+                "none of the target's proxies forwards to ports {:?}",
+                self.ports
+            )));
+        }
+        Ok(proxies)
+    }
+}
+
 /// The rule as installed on the target's proxies; removing it is the revert (also on drop).
 #[derive(Debug)]
 pub struct ProxyHandle {
@@ -449,29 +479,12 @@ impl Fault for ProxyFault {
         Ok(RevertRecord::DiesWithAgent)
     }
 
+    fn check(&self, target: &ResolvedTarget) -> Result<(), FaultError> {
+        self.select(target).map(drop)
+    }
+
     fn apply(&self, target: &ResolvedTarget) -> Result<ProxyHandle, FaultError> {
-        if target.proxies.is_empty() {
-            return Err(FaultError::Invalid(format!(
-                "target `{}` names no proxies; the unprivileged agent injects network and http faults through its proxies",
-                target.name
-            )));
-        }
-        let mut proxies = Vec::new();
-        for id in &target.proxies {
-            let p = self
-                .registry
-                .get(id)
-                .ok_or_else(|| FaultError::TargetNotFound(format!("no proxy `{id}`")))?;
-            if self.ports.is_empty() || self.ports.contains(&p.info.upstream.port()) {
-                proxies.push(p);
-            }
-        }
-        if proxies.is_empty() {
-            return Err(FaultError::Invalid(format!(
-                "none of the target's proxies forwards to ports {:?}",
-                self.ports
-            )));
-        }
+        let proxies = self.select(target)?;
         let rule = Arc::new(Rule {
             id: NEXT_RULE.fetch_add(1, Ordering::Relaxed),
             action: self.action.clone(),

@@ -284,6 +284,10 @@ impl Fault for RedirectLatency {
         })
     }
 
+    fn check(&self, target: &ResolvedTarget) -> Result<(), FaultError> {
+        crate::target::netns(target).map(drop)
+    }
+
     fn apply(&self, target: &ResolvedTarget) -> Result<RedirectHandle, FaultError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             FaultError::Invalid("the redirect proxy needs the agent's tokio runtime".into())

@@ -194,6 +194,33 @@ impl Drop for CpuHandle {
     }
 }
 
+/// The CPUs the target may run on (the burners follow it), or `None` without a PID.
+fn affinity(target: &ResolvedTarget) -> Result<Option<CpuSet>, FaultError> {
+    Ok(match target.pid {
+        Some(pid) => {
+            let p = i32::try_from(pid)
+                .ok()
+                .and_then(Pid::from_raw)
+                .ok_or_else(|| FaultError::Invalid(format!("{pid} is not a valid PID")))?;
+            match rustix::thread::sched_getaffinity(Some(p)) {
+                Ok(set) => Some(set),
+                Err(rustix::io::Errno::SRCH) => {
+                    return Err(FaultError::TargetNotFound(format!(
+                        "process {pid} does not exist"
+                    )));
+                }
+                Err(e) => {
+                    return Err(FaultError::io(
+                        format!("sched_getaffinity({pid})"),
+                        e.into(),
+                    ));
+                }
+            }
+        }
+        None => None,
+    })
+}
+
 impl Fault for CpuStress {
     type Handle = CpuHandle;
 
@@ -205,30 +232,12 @@ impl Fault for CpuStress {
         Ok(RevertRecord::DiesWithAgent)
     }
 
+    fn check(&self, target: &ResolvedTarget) -> Result<(), FaultError> {
+        affinity(target).map(drop)
+    }
+
     fn apply(&self, target: &ResolvedTarget) -> Result<CpuHandle, FaultError> {
-        let affinity: Option<CpuSet> = match target.pid {
-            Some(pid) => {
-                let p = i32::try_from(pid)
-                    .ok()
-                    .and_then(Pid::from_raw)
-                    .ok_or_else(|| FaultError::Invalid(format!("{pid} is not a valid PID")))?;
-                match rustix::thread::sched_getaffinity(Some(p)) {
-                    Ok(set) => Some(set),
-                    Err(rustix::io::Errno::SRCH) => {
-                        return Err(FaultError::TargetNotFound(format!(
-                            "process {pid} does not exist"
-                        )));
-                    }
-                    Err(e) => {
-                        return Err(FaultError::io(
-                            format!("sched_getaffinity({pid})"),
-                            e.into(),
-                        ));
-                    }
-                }
-            }
-            None => None,
-        };
+        let affinity = affinity(target)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let mut handle = CpuHandle {

@@ -66,6 +66,18 @@ impl MemoryHandle {
     }
 }
 
+/// Refuses to hold more memory than the host has available (`MemAvailable`).
+pub fn check_available(size: u64) -> Result<(), FaultError> {
+    match available_bytes() {
+        Some(avail) if size > avail => Err(FaultError::Invalid(format!(
+            "memory size {} MiB exceeds MemAvailable {} MiB",
+            size >> 20,
+            avail >> 20
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl Fault for MemoryStress {
     type Handle = MemoryHandle;
 
@@ -77,16 +89,12 @@ impl Fault for MemoryStress {
         Ok(RevertRecord::DiesWithAgent)
     }
 
+    fn check(&self, _target: &ResolvedTarget) -> Result<(), FaultError> {
+        check_available(self.size)
+    }
+
     fn apply(&self, _target: &ResolvedTarget) -> Result<MemoryHandle, FaultError> {
-        if let Some(avail) = available_bytes()
-            && self.size > avail
-        {
-            return Err(FaultError::Invalid(format!(
-                "memory size {} MiB exceeds MemAvailable {} MiB",
-                self.size >> 20,
-                avail >> 20
-            )));
-        }
+        check_available(self.size)?;
         let len = usize::try_from(self.size)
             .map_err(|_| FaultError::Invalid("memory size does not fit this host".into()))?;
         let before = resident_bytes().unwrap_or(0);

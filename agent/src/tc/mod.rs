@@ -346,6 +346,18 @@ impl Drop for TcHandle {
     }
 }
 
+/// The target's network namespace and the interfaces (besides loopback) to shape.
+fn shaped_devices(target: &ResolvedTarget) -> Result<(Netns, Vec<String>), FaultError> {
+    let netns = crate::target::netns(target)?;
+    let devs = devices(&netns)?;
+    if devs.is_empty() {
+        return Err(FaultError::Invalid(
+            "the target's namespace has no interface besides loopback".into(),
+        ));
+    }
+    Ok((netns, devs))
+}
+
 impl Fault for TcBandwidth {
     type Handle = TcHandle;
 
@@ -370,14 +382,12 @@ impl Fault for TcBandwidth {
         })
     }
 
+    fn check(&self, target: &ResolvedTarget) -> Result<(), FaultError> {
+        shaped_devices(target).map(drop)
+    }
+
     fn apply(&self, target: &ResolvedTarget) -> Result<TcHandle, FaultError> {
-        let netns = crate::target::netns(target)?;
-        let devs = devices(&netns)?;
-        if devs.is_empty() {
-            return Err(FaultError::Invalid(
-                "the target's namespace has no interface besides loopback".into(),
-            ));
-        }
+        let (netns, devs) = shaped_devices(target)?;
         // The guard is built first and grows with every change, so a failure half-way
         // undoes exactly what was done.
         let mut handle = TcHandle {

@@ -135,6 +135,7 @@ impl Environment for ComposeEnvironment {
                 .map(|target| Placement {
                     target,
                     agent: agent.clone(),
+                    fault: None,
                 })
                 .collect())
         })

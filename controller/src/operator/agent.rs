@@ -163,6 +163,20 @@ impl HttpAgentApi {
         Self::decode(agent, &body.unwrap_or_default())
     }
 
+    /// `POST /v1/faults?dryRun=true`: whether the agent would apply `request`, changing
+    /// nothing; the backend it would use.
+    pub async fn check(&self, agent: &str, request: &FaultRequest) -> Result<String, AgentError> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            backend: String,
+        }
+        let url = format!("{agent}{API_PREFIX}/faults?dryRun=true");
+        let body = self
+            .call(agent, self.client.post(url).json(request), false)
+            .await?;
+        Self::decode::<Answer>(agent, &body.unwrap_or_default()).map(|a| a.backend)
+    }
+
     /// `DELETE /v1/faults/{id}`, returning the final state (with the observed effect)
     /// when the agent still knew the fault.
     pub async fn revert_state(
@@ -260,6 +274,15 @@ impl AgentHandle for HttpAgent {
         Box::pin(async move {
             self.api
                 .capabilities(&self.url)
+                .await
+                .map_err(|e| self.call_error(e, None))
+        })
+    }
+
+    fn check(&self, request: FaultRequest) -> BoxFuture<'_, Result<String, AgentCallError>> {
+        Box::pin(async move {
+            self.api
+                .check(&self.url, &request)
                 .await
                 .map_err(|e| self.call_error(e, None))
         })

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use faultline_spec::wire::{Capabilities, FaultRequest, FaultState, ResolvedTarget};
-use faultline_spec::{Fault, LoadTarget};
+use faultline_spec::{Fault, FaultKind, LoadTarget};
 
 use super::RunError;
 use crate::report::RunMode;
@@ -58,6 +58,9 @@ pub trait AgentHandle: Send + Sync {
     fn endpoint(&self) -> String;
     /// `GET /v1/capabilities`: the preflight.
     fn capabilities(&self) -> BoxFuture<'_, Result<Capabilities, AgentCallError>>;
+    /// `POST /v1/faults?dryRun=true`: whether the agent would apply `request`, changing
+    /// nothing; the backend it would use. The dry run calls it for every fault.
+    fn check(&self, request: FaultRequest) -> BoxFuture<'_, Result<String, AgentCallError>>;
     /// `POST /v1/faults`: applies a fault under a lease; idempotent on the id.
     fn apply(&self, request: FaultRequest) -> BoxFuture<'_, Result<FaultState, AgentCallError>>;
     /// `POST /v1/faults/{id}/renew`.
@@ -78,6 +81,10 @@ pub struct Placement {
     pub target: ResolvedTarget,
     /// The agent on the target's node.
     pub agent: Arc<dyn AgentHandle>,
+    /// The fault as this agent receives it, when the environment narrowed it (local
+    /// mode resolves `peers:` and `ports:` into the target's proxies); `None` sends the
+    /// experiment's fault as written.
+    pub fault: Option<FaultKind>,
 }
 
 impl std::fmt::Debug for Placement {
@@ -85,6 +92,7 @@ impl std::fmt::Debug for Placement {
         f.debug_struct("Placement")
             .field("target", &self.target)
             .field("agent", &self.agent.endpoint())
+            .field("fault", &self.fault)
             .finish()
     }
 }

@@ -129,6 +129,27 @@ fn fault_id(experiment: &str, fault: &str, index: usize) -> String {
     format!("{experiment}-{fault}-{index}-{stamp}")
 }
 
+/// The request that applies `fault` to one placement: the dry run checks exactly this
+/// request with the agent, and the injection sends it.
+pub(super) fn request(
+    experiment: &str,
+    fault: &Fault,
+    index: usize,
+    placement: &Placement,
+    ttl: Duration,
+) -> FaultRequest {
+    FaultRequest {
+        id: fault_id(experiment, &fault.name, index),
+        experiment: experiment.to_string(),
+        target: placement.target.clone(),
+        fault: placement
+            .fault
+            .clone()
+            .unwrap_or_else(|| fault.kind.clone()),
+        ttl: ttl.into(),
+    }
+}
+
 /// One fault's schedule and where it goes.
 pub(super) struct FaultJob {
     pub(super) experiment: String,
@@ -180,14 +201,8 @@ impl FaultJob {
         let mut applied = Vec::new();
         for (i, placement) in placements.into_iter().enumerate() {
             let key = (name.clone(), i);
-            let id = fault_id(&self.experiment, &name, i);
-            let request = FaultRequest {
-                id: id.clone(),
-                experiment: self.experiment.clone(),
-                target: placement.target.clone(),
-                fault: self.fault.kind.clone(),
-                ttl: ttl.into(),
-            };
+            let request = request(&self.experiment, &self.fault, i, &placement, ttl);
+            let id = request.id.clone();
             let mut app = skipped(&self.fault, i, &placement.target, &self.experiment);
             app.id = id.clone();
             match placement.agent.apply(request).await {

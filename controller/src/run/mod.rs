@@ -410,12 +410,18 @@ pub async fn run(
         return run.finish(e.outcome(), e.to_string());
     }
     if config.dry_run {
-        run.report.faults = planned(experiment, &placements);
-        let reason = format!(
-            "dry run: {} fault(s) resolved and preflighted, nothing injected",
-            experiment.spec.faults.len()
-        );
-        return run.finish(Outcome::Pass, reason);
+        return match dry_run(experiment, &placements, config.lease_ttl).await {
+            Ok(faults) => {
+                let checked = faults.len();
+                run.report.faults = faults;
+                let reason = format!(
+                    "dry run: {} fault(s) resolved, preflighted and checked by their agents ({checked} request(s)), nothing injected",
+                    experiment.spec.faults.len()
+                );
+                run.finish(Outcome::Pass, reason)
+            }
+            Err(e) => run.finish(e.outcome(), e.to_string()),
+        };
     }
 
     execute(
@@ -501,14 +507,36 @@ async fn preflight(
     Ok(())
 }
 
-fn planned(experiment: &Experiment, placements: &[Vec<Placement>]) -> Vec<FaultApplication> {
+/// The dry run: every request the injection would send goes to its agent as a
+/// validate-only call (`POST /v1/faults?dryRun=true`), so a fault the agent would refuse
+/// fails the dry run instead of the real run. Every refusal is reported at once.
+async fn dry_run(
+    experiment: &Experiment,
+    placements: &[Vec<Placement>],
+    ttl: Duration,
+) -> Result<Vec<FaultApplication>, RunError> {
     let mut out = Vec::new();
+    let mut refused = Vec::new();
     for (fault, places) in experiment.spec.faults.iter().zip(placements) {
         for (i, p) in places.iter().enumerate() {
-            out.push(faults::skipped(fault, i, &p.target, &experiment.name));
+            let request = faults::request(&experiment.name, fault, i, p, ttl);
+            let mut app = faults::skipped(fault, i, &p.target, &experiment.name);
+            match p.agent.check(request).await {
+                Ok(backend) => app.backend = Some(backend),
+                Err(e) => refused.push(format!("fault `{}` on {}: {e}", fault.name, p.target.name)),
+            }
+            out.push(app);
         }
     }
-    out
+    if refused.is_empty() {
+        Ok(out)
+    } else {
+        Err(RunError::Infrastructure(format!(
+            "dry run: the agent would refuse {} request(s), nothing was injected: {}",
+            refused.len(),
+            refused.join("; ")
+        )))
+    }
 }
 
 /// Live state of one SLO or abort condition across ticks.
@@ -619,11 +647,14 @@ async fn execute(
         let elapsed = t0.elapsed();
         let at = SystemTime::now();
 
-        // Evaluate every SLO.
+        // Evaluate every SLO, over no more than the time the load has run: a window
+        // reaching back before the first request would count the empty time before it
+        // as part of the rate (a throughput of 150/s reads as 100/s over a 15 s window
+        // judged 10 s in).
         let evals = join_all(spec.slos.iter().map(|slo| async {
             match backends.for_source(slo.source) {
                 Ok(b) => b
-                    .evaluate(&slo.kind, slo.window.0, at)
+                    .evaluate(&slo.kind, slo.window.0.min(elapsed.max(config.tick)), at)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -652,7 +683,10 @@ async fn execute(
         // Abort conditions.
         let aborts = join_all(spec.abort.iter().map(|a| async {
             match backends.for_source(a.source) {
-                Ok(b) => b.evaluate(&a.kind, a.window.0, at).await.ok(),
+                Ok(b) => b
+                    .evaluate(&a.kind, a.window.0.min(elapsed.max(config.tick)), at)
+                    .await
+                    .ok(),
                 Err(_) => None,
             }
         }))

@@ -17,6 +17,7 @@ enum Call {
     Apply(String, Duration),
     Renew(String, Duration),
     Revert(String, Duration),
+    Check(String),
 }
 
 struct FakeAgent {
@@ -41,6 +42,15 @@ impl AgentHandle for FakeAgent {
                 fault_kinds: self.kinds.clone(),
                 ..Default::default()
             })
+        })
+    }
+    fn check(&self, request: FaultRequest) -> BoxFuture<'_, Result<String, AgentCallError>> {
+        Box::pin(async move {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::Check(request.id.clone()));
+            Ok("fake".to_string())
         })
     }
     fn apply(&self, request: FaultRequest) -> BoxFuture<'_, Result<FaultState, AgentCallError>> {
@@ -154,6 +164,7 @@ impl Environment for FakeEnv {
                     ..Default::default()
                 },
                 agent: self.agent.clone(),
+                fault: None,
             }])
         })
     }

@@ -147,6 +147,7 @@ impl Environment for PlacedEnvironment {
                     self.agents.get(&t.agent).map(|agent| Placement {
                         target: t.target.clone(),
                         agent: agent.clone(),
+                        fault: None,
                     })
                 })
                 .collect();
@@ -270,6 +271,16 @@ impl AgentHandle for ObservedAgent {
 
     fn capabilities(&self) -> BoxFuture<'_, Result<Capabilities, AgentCallError>> {
         self.inner.capabilities()
+    }
+
+    fn check(&self, request: FaultRequest) -> BoxFuture<'_, Result<String, AgentCallError>> {
+        let pod_kill = matches!(&request.fault, FaultKind::Process(p) if p.signal == Signal::Kill)
+            && request.target.pod.is_some();
+        if pod_kill && self.pods.is_some() {
+            // Deleted through the Kubernetes API, not by the agent (see `apply`).
+            return Box::pin(async { Ok("kubernetes-api".to_string()) });
+        }
+        self.inner.check(request)
     }
 
     fn apply(&self, request: FaultRequest) -> BoxFuture<'_, Result<FaultState, AgentCallError>> {

@@ -19,13 +19,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use faultline_agent::{Agent, AgentConfig, AgentError};
+use faultline_controller::compose::FLEET_PORT;
 use faultline_controller::report::RunMode;
 use faultline_controller::run::{AgentCallError, AgentHandle, Environment, Placement, RunError};
 use faultline_controller::slo::embedded::{EmbeddedScraper, ScrapeTarget};
 use faultline_controller::slo::{BoxFuture, SloBackend};
 use faultline_fleet::{ChildLogs, EDGES, Fleet, LaunchOptions, Service};
 use faultline_spec::wire::{Capabilities, FaultRequest, FaultState, ResolvedTarget};
-use faultline_spec::{Direction, Experiment, Fault, FaultKind, LoadTarget, Target};
+use faultline_spec::{
+    Direction, Experiment, Fault, FaultKind, LoadTarget, NetworkBackend, NetworkFault, Peer, Target,
+};
 use tokio_util::sync::CancellationToken;
 
 /// The in-process agent behind the runner's agent seam.
@@ -59,6 +62,16 @@ impl AgentHandle for LocalAgent {
 
     fn capabilities(&self) -> BoxFuture<'_, Result<Capabilities, AgentCallError>> {
         Box::pin(async move { Ok(self.0.capabilities()) })
+    }
+
+    fn check(&self, request: FaultRequest) -> BoxFuture<'_, Result<String, AgentCallError>> {
+        Box::pin(async move {
+            self.0
+                .check(&request)
+                .await
+                .map(str::to_string)
+                .map_err(call_error)
+        })
     }
 
     fn apply(&self, request: FaultRequest) -> BoxFuture<'_, Result<FaultState, AgentCallError>> {
@@ -115,19 +128,133 @@ fn proxy_id(from: &str, to: Service) -> String {
     format!("{from}->{to}")
 }
 
+/// The fleet service the load targets, if it targets one.
+fn load_service(experiment: &Experiment) -> Option<Service> {
+    match experiment.spec.load.as_ref().map(|l| &l.target) {
+        Some(LoadTarget::Service(s)) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The proxies a network fault on `service` acts on in local mode, where every edge of
+/// the fleet (and the load's edge into its target) runs through one proxy:
+/// - `direction` picks the edges into `service` (ingress), out of it (egress) or both;
+/// - `peers:` keeps the edges whose other end is one of the named services;
+/// - `ports:` may name only [`FLEET_PORT`], the port every fleet service listens on in
+///   every mode (local mode maps it to each service's loopback port), so it narrows
+///   nothing here.
+///
+/// What local mode cannot honour is an error naming the field (`path`), never a silent
+/// widening: CIDR peers (all local traffic is loopback), a peer with no edge to
+/// `service` in that direction, any other port, and the privileged backends.
+fn network_proxies(
+    service: Service,
+    fault: &NetworkFault,
+    load_target: Option<Service>,
+    path: &str,
+) -> Result<Vec<String>, Vec<String>> {
+    let mut problems = Vec::new();
+    if matches!(
+        fault.backend,
+        NetworkBackend::Nftables | NetworkBackend::Netem
+    ) {
+        problems.push(format!(
+            "{path}.backend: local mode injects network faults through its proxies; use `auto` or `proxy` (nftables and netem need --env compose or Kubernetes)"
+        ));
+    }
+    let mut peers = Vec::new();
+    for (j, peer) in fault.peers.iter().enumerate() {
+        match peer {
+            Peer::Service(name) => match name.parse::<Service>() {
+                Ok(s) => peers.push(s),
+                Err(_) => problems.push(format!(
+                    "{path}.peers[{j}]: `{name}` is not a reference fleet service"
+                )),
+            },
+            Peer::Cidr { .. } => problems.push(format!(
+                "{path}.peers[{j}]: local mode narrows by fleet service only (every local connection is loopback); name a service, or run with --env compose or Kubernetes"
+            )),
+        }
+    }
+    for (j, port) in fault.ports.iter().enumerate() {
+        if *port != FLEET_PORT {
+            problems.push(format!(
+                "{path}.ports[{j}]: no fleet service listens on port {port}; every fleet service listens on {FLEET_PORT} in every mode"
+            ));
+        }
+    }
+    let ingress = matches!(fault.direction, Direction::Ingress | Direction::Both);
+    let egress = matches!(fault.direction, Direction::Egress | Direction::Both);
+    let wanted = |other: Service| peers.is_empty() || peers.contains(&other);
+    let mut proxies: Vec<String> = EDGES
+        .iter()
+        .filter(|e| {
+            (ingress && e.to == service && wanted(e.from))
+                || (egress && e.from == service && wanted(e.to))
+        })
+        .map(|e| proxy_id(e.from.name(), e.to))
+        .collect();
+    if ingress && peers.is_empty() && load_target == Some(service) {
+        proxies.push(proxy_id("load", service));
+    }
+    for (j, peer) in peers.iter().enumerate() {
+        let linked = EDGES.iter().any(|e| {
+            (ingress && e.to == service && e.from == *peer)
+                || (egress && e.from == service && e.to == *peer)
+        });
+        if !linked {
+            problems.push(format!(
+                "{path}.peers[{j}]: {service} has no {} traffic with {peer} (the fleet's edges: {})",
+                direction_word(fault.direction),
+                EDGES.map(|e| e.to_string()).join(", ")
+            ));
+        }
+    }
+    if proxies.is_empty() && problems.is_empty() {
+        problems.push(format!(
+            "{path}.direction: {service} has no {} traffic to fault in local mode",
+            direction_word(fault.direction)
+        ));
+    }
+    if problems.is_empty() {
+        Ok(proxies)
+    } else {
+        Err(problems)
+    }
+}
+
+fn direction_word(d: Direction) -> &'static str {
+    match d {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+        Direction::Both => "ingress or egress",
+    }
+}
+
 /// Static checks before anything starts: targets this mode can resolve.
 pub fn check(experiment: &Experiment) -> Result<(), RunError> {
     let mut problems = Vec::new();
-    for f in &experiment.spec.faults {
+    let load_target = load_service(experiment);
+    for (i, f) in experiment.spec.faults.iter().enumerate() {
         match &f.target {
-            Target::Service(s) => {
-                if s.parse::<Service>().is_err() {
-                    problems.push(format!(
-                        "fault `{}`: `{s}` is not a reference fleet service (gateway, orders, inventory, payments, notifications)",
-                        f.name
-                    ));
+            Target::Service(s) => match s.parse::<Service>() {
+                Ok(service) => {
+                    if let FaultKind::Network(n) = &f.kind {
+                        let path = format!("spec.faults[{i}].network");
+                        problems.extend(
+                            network_proxies(service, n, load_target, &path)
+                                .err()
+                                .into_iter()
+                                .flatten()
+                                .map(|p| format!("fault `{}`: {p}", f.name)),
+                        );
+                    }
                 }
-            }
+                Err(_) => problems.push(format!(
+                    "fault `{}`: `{s}` is not a reference fleet service (gateway, orders, inventory, payments, notifications)",
+                    f.name
+                )),
+            },
             Target::Pid(_) => {
                 if matches!(f.kind, FaultKind::Network(_) | FaultKind::Http(_)) {
                     problems.push(format!(
@@ -293,15 +420,8 @@ impl LocalEnvironment {
         out
     }
 
-    fn proxies_out_of(&self, service: Service) -> Vec<String> {
-        EDGES
-            .iter()
-            .filter(|e| e.from == service)
-            .map(|e| proxy_id(e.from.name(), e.to))
-            .collect()
-    }
-
     fn resolve_now(&self, fault: &Fault) -> Result<Vec<Placement>, RunError> {
+        let mut narrowed = None;
         let target = match &fault.target {
             Target::Service(name) => {
                 let service: Service = name
@@ -314,15 +434,20 @@ impl LocalEnvironment {
                     ))
                 })?;
                 let proxies = match &fault.kind {
-                    FaultKind::Network(n) => match n.direction {
-                        Direction::Ingress => self.proxies_into(service),
-                        Direction::Egress => self.proxies_out_of(service),
-                        Direction::Both => {
-                            let mut p = self.proxies_into(service);
-                            p.extend(self.proxies_out_of(service));
-                            p
-                        }
-                    },
+                    FaultKind::Network(n) => {
+                        let load = self.load_edge.map(|(s, _)| s);
+                        let path = format!("fault `{}`: network", fault.name);
+                        let proxies = network_proxies(service, n, load, &path)
+                            .map_err(|p| RunError::InvalidInput(p.join("; ")))?;
+                        // The agent receives the fault already narrowed to these
+                        // proxies: its peers and ports are resolved here.
+                        narrowed = Some(FaultKind::Network(NetworkFault {
+                            peers: Vec::new(),
+                            ports: Vec::new(),
+                            ..n.clone()
+                        }));
+                        proxies
+                    }
                     FaultKind::Http(_) => self.proxies_into(service),
                     _ => Vec::new(),
                 };
@@ -356,6 +481,7 @@ impl LocalEnvironment {
         Ok(vec![Placement {
             target,
             agent: Arc::clone(&self.handle),
+            fault: narrowed,
         }])
     }
 }
