@@ -76,6 +76,11 @@ pub enum RevertRecord {
         /// Container id.
         container_id: String,
     },
+    /// A killed Docker container: start it again.
+    StartContainer {
+        /// Container id.
+        container_id: String,
+    },
 }
 
 /// One journal line.

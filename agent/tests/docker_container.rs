@@ -211,4 +211,13 @@ async fn pause_kill_and_restart_act_on_a_real_container() {
         .unwrap();
     assert_eq!(d.status(&c).unwrap(), "exited");
     assert_eq!(docker(&["inspect", "-f", "{{.State.ExitCode}}", &c]), "137");
+    // The fault lasts its duration: the revert starts the container again (Docker's
+    // restart policies ignore a container stopped through its API).
+    let reverted = agent.revert("kill").await.unwrap().unwrap();
+    assert_eq!(d.status(&c).unwrap(), "running");
+    assert!(
+        reverted.effect.summary.contains("started again"),
+        "{}",
+        reverted.effect.summary
+    );
 }

@@ -669,6 +669,9 @@ fn recover(dir: &std::path::Path) -> Result<(Journal, RecoveryReport), JournalEr
             RevertRecord::UnpauseContainer { container_id } => crate::docker::Docker::from_env()
                 .unpause(container_id)
                 .map(|()| format!("unpaused container {container_id}")),
+            RevertRecord::StartContainer { container_id } => crate::docker::Docker::from_env()
+                .start(container_id)
+                .map(|()| format!("started killed container {container_id}")),
             RevertRecord::ContinueProcess { pid, start_time } => {
                 crate::process::continue_leftover(*pid, *start_time).map(|continued| {
                     if continued {

@@ -150,6 +150,12 @@ impl Docker {
             .to_string())
     }
 
+    /// Starts a stopped container; one that is already running (304) is left alone.
+    pub fn start(&self, id: &str) -> Result<(), FaultError> {
+        self.expect("POST", &format!("/containers/{id}/start"), &[204, 304])
+            .map(drop)
+    }
+
     /// Unpauses a container; one that is not paused (or gone) is left alone.
     pub fn unpause(&self, id: &str) -> Result<(), FaultError> {
         match self.expect("POST", &format!("/containers/{id}/unpause"), &[204]) {
@@ -180,7 +186,9 @@ impl ContainerFaultImpl {
     }
 }
 
-/// The applied action; a pause is undone on revert and on drop.
+/// The applied action. A pause is undone on revert and on drop (unpause), and so is a
+/// kill (the container is started again: a fault lasts its `duration`, and Docker's
+/// restart policies ignore a container stopped through its API).
 #[derive(Debug)]
 pub struct ContainerHandle {
     docker: Docker,
@@ -189,7 +197,8 @@ pub struct ContainerHandle {
     status_after: String,
     pid_before: u32,
     pid_after: Option<u32>,
-    unpaused: bool,
+    /// Whatever the action left to undo has been undone.
+    restored: bool,
 }
 
 fn container_id(target: &ResolvedTarget) -> Result<&str, FaultError> {
@@ -218,23 +227,33 @@ impl ContainerHandle {
             "container {} {verb}; state after: {}{}",
             self.id,
             self.status_after,
-            if self.unpaused && self.action == ContainerAction::Pause {
-                ", unpaused"
-            } else {
-                ""
+            match (self.restored, self.action) {
+                (true, ContainerAction::Pause) => ", unpaused",
+                (true, ContainerAction::Kill) => ", started again",
+                _ => "",
             }
         );
         e
     }
 }
 
+impl ContainerHandle {
+    /// Unpauses a paused container, starts a killed one.
+    fn restore(&self) -> Result<(), FaultError> {
+        match self.action {
+            ContainerAction::Pause => self.docker.unpause(&self.id),
+            ContainerAction::Kill => self.docker.start(&self.id),
+            ContainerAction::Restart => Ok(()),
+        }
+    }
+}
+
 impl Drop for ContainerHandle {
     fn drop(&mut self) {
-        if self.action == ContainerAction::Pause
-            && !self.unpaused
-            && let Err(e) = self.docker.unpause(&self.id)
+        if !self.restored
+            && let Err(e) = self.restore()
         {
-            tracing::error!(container = %self.id, error = %e, "could not unpause a container");
+            tracing::error!(container = %self.id, error = %e, "could not undo a container fault");
         }
     }
 }
@@ -252,7 +271,10 @@ impl Fault for ContainerFaultImpl {
             ContainerAction::Pause => RevertRecord::UnpauseContainer {
                 container_id: id.to_string(),
             },
-            _ => RevertRecord::DiesWithAgent,
+            ContainerAction::Kill => RevertRecord::StartContainer {
+                container_id: id.to_string(),
+            },
+            ContainerAction::Restart => RevertRecord::DiesWithAgent,
         })
     }
 
@@ -278,7 +300,7 @@ impl Fault for ContainerFaultImpl {
             status_after,
             pid_before,
             pid_after,
-            unpaused: self.action != ContainerAction::Pause,
+            restored: self.action == ContainerAction::Restart,
         })
     }
 
@@ -287,9 +309,9 @@ impl Fault for ContainerFaultImpl {
     }
 
     fn revert(&self, mut handle: ContainerHandle) -> Result<ObservedEffect, FaultError> {
-        if !handle.unpaused {
-            handle.docker.unpause(&handle.id)?;
-            handle.unpaused = true;
+        if !handle.restored {
+            handle.restore()?;
+            handle.restored = true;
             handle.status_after = handle.docker.status(&handle.id)?;
         }
         Ok(handle.effect())

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use faultline_spec::{Fault, LoadTarget};
+use faultline_spec::{Fault, FaultKind, LoadTarget, NetworkFault, Peer};
 
 use super::{ComposeError, ComposeStack, Docker};
 use crate::operator::agent::HttpAgent;
@@ -47,6 +47,42 @@ impl Default for ComposeOptions {
 
 fn infra(e: impl std::fmt::Display) -> RunError {
     RunError::Infrastructure(e.to_string())
+}
+
+/// A network fault whose `peers:` name services, with each service replaced by its
+/// containers' addresses on the compose network (one host each): node agents match
+/// addresses, not names. `None` when there is nothing to replace.
+fn peers_as_addresses(
+    stack: &ComposeStack,
+    kind: &FaultKind,
+) -> Result<Option<FaultKind>, ComposeError> {
+    let FaultKind::Network(n) = kind else {
+        return Ok(None);
+    };
+    if !n.peers.iter().any(|p| matches!(p, Peer::Service(_))) {
+        return Ok(None);
+    }
+    let mut peers = Vec::new();
+    for p in &n.peers {
+        match p {
+            Peer::Service(s) => {
+                peers.extend(
+                    stack
+                        .service_addresses(s)?
+                        .into_iter()
+                        .map(|addr| Peer::Cidr {
+                            addr,
+                            prefix: if addr.is_ipv4() { 32 } else { 128 },
+                        }),
+                )
+            }
+            cidr => peers.push(cidr.clone()),
+        }
+    }
+    Ok(Some(FaultKind::Network(NetworkFault {
+        peers,
+        ..n.clone()
+    })))
 }
 
 fn run_error(e: ComposeError) -> RunError {
@@ -128,6 +164,7 @@ impl Environment for ComposeEnvironment {
                 .await
                 .map_err(infra)?;
             let agent: Arc<dyn AgentHandle> = self.agent.clone();
+            let narrowed = peers_as_addresses(&stack, &fault.kind).map_err(run_error)?;
             Ok(stack
                 .resolve(&fault.target)
                 .map_err(run_error)?
@@ -135,7 +172,7 @@ impl Environment for ComposeEnvironment {
                 .map(|target| Placement {
                     target,
                     agent: agent.clone(),
-                    fault: None,
+                    fault: narrowed.clone(),
                 })
                 .collect())
         })
