@@ -115,7 +115,11 @@ fn proxy_id(from: &str, to: Service) -> String {
     format!("{from}->{to}")
 }
 
-/// Static checks before anything starts: targets this mode can resolve.
+/// Invalid-input rules of local mode, checked before anything starts: targets must name
+/// reference fleet services, and a bare PID takes no network or HTTP fault. Breaking one
+/// is exit 2. What local mode cannot do at all (containers, pods, raw PromQL) is not
+/// decided here: those experiments are skipped (`super::plan::skip_reason`), and this
+/// check ignores their container and pod targets.
 pub fn check(experiment: &Experiment) -> Result<(), RunError> {
     let mut problems = Vec::new();
     for f in &experiment.spec.faults {
@@ -136,20 +140,7 @@ pub fn check(experiment: &Experiment) -> Result<(), RunError> {
                     ));
                 }
             }
-            Target::Container(_) => problems.push(format!(
-                "fault `{}`: container targets need `--env compose`",
-                f.name
-            )),
-            Target::Pods(_) => problems.push(format!(
-                "fault `{}`: pod selectors need Kubernetes (`kubectl apply`)",
-                f.name
-            )),
-        }
-        if matches!(f.kind, FaultKind::Container(_)) {
-            problems.push(format!(
-                "fault `{}`: container faults need `--env compose`",
-                f.name
-            ));
+            Target::Container(_) | Target::Pods(_) => {}
         }
     }
     if let Some(load) = &experiment.spec.load
