@@ -172,7 +172,7 @@ mod tests {
         let reason = skip_reason(&container, RunMode::Local, false).unwrap();
         assert!(reason.starts_with("needs --env compose"), "{reason}");
 
-        let pods = with_fault("{pods: {app: payments}}", "process: {signal: SIGKILL}");
+        let pods = with_fault("{labels: {app: payments}}", "process: {signal: SIGKILL}");
         let reason = skip_reason(&pods, RunMode::Local, false).unwrap();
         assert!(reason.starts_with("needs Kubernetes"), "{reason}");
 
@@ -187,7 +187,7 @@ mod tests {
     fn compose_mode_skips_only_pod_selectors() {
         let container = with_fault("{container: fleet-payments}", "container: {action: pause}");
         assert_eq!(skip_reason(&container, RunMode::Compose, false), None);
-        let pods = with_fault("{pods: {app: payments}}", "process: {signal: SIGKILL}");
+        let pods = with_fault("{labels: {app: payments}}", "process: {signal: SIGKILL}");
         assert!(skip_reason(&pods, RunMode::Compose, false).is_some());
         assert_eq!(skip_reason(&pods, RunMode::Kubernetes, false), None);
     }
