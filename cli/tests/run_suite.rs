@@ -366,3 +366,80 @@ fn the_suite_index_lists_every_experiment_with_outcome_and_report_paths() -> Res
     assert_eq!(xml.matches("<testsuite ").count(), 2);
     Ok(())
 }
+
+#[test]
+fn sigint_during_a_suite_reverts_the_current_experiment_and_reports_the_rest_not_run() -> Result<()>
+{
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir()?;
+    let long = short("interrupted", true)
+        .replace("duration: 4s", "duration: 20s")
+        .replace("      duration: 1s", "      duration: 10s");
+    let file = write(
+        dir.path(),
+        "suite.yaml",
+        &format!("{long}---\n{}", short("never-started", true)),
+    )?;
+    let index = dir.path().join("index.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chaos"))
+        .arg("run")
+        .arg(&file)
+        .arg("--json")
+        .arg(&index)
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env_remove("FL_RESILIENCE")
+        .env_remove("FAULTLINE_TARGETS_FILE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Progress lines on stderr (not a terminal: one per second) say when the fault is on.
+    let stderr = child.stderr.take().context("stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(line) if line.contains("faults: ") => break,
+            Ok(_) => {}
+            Err(_) if Instant::now() > deadline => {
+                let _ = child.kill();
+                anyhow::bail!("the fault never became active");
+            }
+            Err(_) => {}
+        }
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id())?),
+        nix::sys::signal::Signal::SIGINT,
+    )?;
+    let status = child.wait()?;
+    assert_eq!(status.code(), Some(1));
+
+    let index = read_json(&index)?;
+    assert_eq!(
+        entries(&index),
+        [
+            ("interrupted".to_string(), "aborted".to_string()),
+            ("never-started".to_string(), "skipped".to_string()),
+        ]
+    );
+    assert_eq!(index["experiments"][1]["notRun"], true);
+    assert_eq!(
+        index["experiments"][1]["reason"],
+        "not run: the suite was interrupted"
+    );
+    let first = read_json(&dir.path().join("index-interrupted.json"))?;
+    assert_eq!(first["faults"][0]["status"], "reverted", "{first}");
+    Ok(())
+}

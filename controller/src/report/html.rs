@@ -37,10 +37,9 @@ svg text{font-family:system-ui,sans-serif;font-size:11px;fill:#5b6673}
 .sw{display:inline-block;width:12px;height:10px;margin-right:4px;vertical-align:middle}
 "#;
 
-/// Renders the report as one self-contained HTML document.
-pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
+/// The document up to `<main>`: head with `title`, the inline style, the body's start.
+fn page_start(title: &str) -> Result<String, ReportError> {
     let mut h = String::new();
-    let outcome = report.verdict.outcome;
     writeln!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">"
@@ -49,13 +48,19 @@ pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
         h,
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
     )?;
-    writeln!(
-        h,
-        "<title>{} — {}</title>",
-        esc(&report.experiment.name),
-        outcome.as_str().to_uppercase()
-    )?;
+    writeln!(h, "<title>{}</title>", esc(title))?;
     writeln!(h, "<style>{STYLE}</style>\n</head>\n<body>\n<main>")?;
+    Ok(h)
+}
+
+/// Renders the report as one self-contained HTML document.
+pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
+    let outcome = report.verdict.outcome;
+    let mut h = page_start(&format!(
+        "{} — {}",
+        report.experiment.name,
+        outcome.as_str().to_uppercase()
+    ))?;
     writeln!(h, "<h1>{}</h1>", esc(&report.experiment.name))?;
     if let Some(d) = &report.experiment.description {
         writeln!(h, "<p class=\"meta\">{}</p>", esc(d))?;
@@ -263,21 +268,7 @@ pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
 /// Renders the suite index as one self-contained HTML page: a row per experiment with
 /// its outcome, worst SLO or reason, duration and links to its own reports.
 pub fn to_index_html(index: &super::suite::SuiteIndex) -> Result<String, ReportError> {
-    let mut h = String::new();
-    writeln!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">"
-    )?;
-    writeln!(
-        h,
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-    )?;
-    writeln!(
-        h,
-        "<title>Faultline suite — {}</title>",
-        esc(&index.totals.line())
-    )?;
-    writeln!(h, "<style>{STYLE}</style>\n</head>\n<body>\n<main>")?;
+    let mut h = page_start(&format!("Faultline suite — {}", index.totals.line()))?;
     writeln!(
         h,
         "<h1>Suite of {} experiments</h1>",

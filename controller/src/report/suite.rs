@@ -228,35 +228,21 @@ pub fn to_json(index: &SuiteIndex) -> Result<String, ReportError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::report::{ExperimentInfo, SloVerdict, Verdict};
+    use crate::report::{SloVerdict, Verdict};
     use crate::slo::{Evaluation, Evidence, Unit};
 
     pub(crate) fn report(name: &str, outcome: Outcome) -> RunReport {
-        RunReport {
-            schema_version: SCHEMA_VERSION,
-            experiment: ExperimentInfo {
-                name: name.into(),
-                description: None,
-                file: Some(format!("{name}.yaml")),
-                duration_ms: 10_000,
-                labels: Default::default(),
-            },
-            mode: RunMode::Local,
-            slo_backend: "embedded".into(),
-            started_ms: 1_000,
-            ended_ms: 11_000,
-            phases: Vec::new(),
-            verdict: Verdict {
-                outcome,
-                reason: format!("{name} is {}", outcome.as_str()),
-            },
-            slos: Vec::new(),
-            steady_state: None,
-            recovery: None,
-            abort: None,
-            faults: Vec::new(),
-            load: None,
-        }
+        let none = crate::run::RunError::Infrastructure(String::new());
+        let mut r = crate::run::early_report(None, Some(name), RunMode::Local, &none);
+        r.experiment.file = Some(format!("{name}.yaml"));
+        r.slo_backend = "embedded".into();
+        r.started_ms = 1_000;
+        r.ended_ms = 11_000;
+        r.verdict = Verdict {
+            outcome,
+            reason: format!("{name} is {}", outcome.as_str()),
+        };
+        r
     }
 
     fn run(outcome: Outcome, not_run: bool) -> SuiteRun {
