@@ -190,8 +190,8 @@ pub enum Outcome {
     /// No verdict was earned: a client-side SLO could not be judged because the load
     /// generator itself delayed requests beyond its tolerance (see `docs/running.md`).
     Inconclusive,
-    /// The experiment was not run because this mode cannot run it (a suite lists it
-    /// with the reason).
+    /// The experiment was not run: this mode cannot run it, or the suite it belongs to
+    /// stopped first (`--fail-fast`, an interrupt). The reason says which.
     Skipped,
 }
 
