@@ -36,9 +36,12 @@ pub enum Command {
     /// Send open-model HTTP load at a constant rate and print the achieved rate, errors
     /// by class and latency percentiles measured from the scheduled send time.
     Load(crate::commands::load::LoadArgs),
-    /// Run an experiment: start the fleet (local mode), inject its faults under leases,
-    /// judge its SLOs and write JSON, JUnit and HTML reports. Exit 0 pass, 1 fail or
-    /// aborted, 2 invalid input, 3 infrastructure failure.
+    /// Run experiments: for each one in order, start a fresh environment (the fleet in
+    /// local mode), inject its faults under leases, judge its SLOs and write JSON, JUnit
+    /// and HTML reports. Several files, directories or multi-document files run as a
+    /// suite; what this mode cannot run is skipped with the reason. Exit 0 pass (or
+    /// skipped), 1 fail or aborted, 2 invalid input, 3 infrastructure failure; a suite
+    /// exits with the worst.
     Run(Box<crate::commands::run::RunArgs>),
 }
 

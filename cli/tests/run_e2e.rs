@@ -381,7 +381,7 @@ fn dry_run_resolves_and_preflights_injects_nothing_and_exits_0() -> Result<()> {
 }
 
 #[test]
-fn invalid_experiments_and_targets_this_mode_cannot_reach_exit_2_before_starting_anything()
+fn invalid_experiments_exit_2_and_targets_this_mode_cannot_reach_are_skipped_with_the_reason()
 -> Result<()> {
     let dir = tempfile::tempdir()?;
     let bad = dir.path().join("bad.yaml");
@@ -393,12 +393,27 @@ fn invalid_experiments_and_targets_this_mode_cannot_reach_exit_2_before_starting
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("bogus"));
 
-    let text = std::fs::read_to_string(quickstart())?.replace(
-        "target: {service: notifications}",
-        "target: {container: notifications}",
-    );
+    let quickstart = std::fs::read_to_string(quickstart())?;
+    let unknown = dir.path().join("unknown.yaml");
+    std::fs::write(
+        &unknown,
+        quickstart.replace(
+            "target: {service: notifications}",
+            "target: {service: billing}",
+        ),
+    )?;
+    let output = Command::new(chaos()).arg("run").arg(&unknown).output()?;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("billing"));
+
     let container = dir.path().join("container.yaml");
-    std::fs::write(&container, text)?;
+    std::fs::write(
+        &container,
+        quickstart.replace(
+            "target: {service: notifications}",
+            "target: {container: notifications}",
+        ),
+    )?;
     let json = dir.path().join("r.json");
     let output = Command::new(chaos())
         .arg("run")
@@ -406,9 +421,9 @@ fn invalid_experiments_and_targets_this_mode_cannot_reach_exit_2_before_starting
         .arg("--json")
         .arg(&json)
         .output()?;
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(0));
     let report = read_json(&json)?;
-    assert_eq!(report["verdict"]["outcome"], "invalidInput");
+    assert_eq!(report["verdict"]["outcome"], "skipped");
     assert!(
         report["verdict"]["reason"]
             .as_str()

@@ -6,6 +6,7 @@ use crate::cli::{Cli, Command};
 
 pub mod agent;
 pub mod controller;
+mod files;
 pub mod fleet;
 pub mod load;
 pub mod run;

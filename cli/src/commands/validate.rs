@@ -1,15 +1,14 @@
 //! `chaos validate FILE|DIR...`: parse and validate experiment files.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
-use faultline_spec::{Diagnostic, Experiment, ValidateOptions};
+use faultline_spec::{Diagnostic, Experiment};
 use serde::Serialize;
 
+use super::files;
 use crate::cli::{Format, ValidateArgs};
-use crate::exit::{self, InvalidInput};
+use crate::exit;
 
 /// One valid experiment, as listed by `chaos validate`.
 #[derive(Debug, Serialize)]
@@ -42,35 +41,17 @@ struct Report {
 
 /// Validates every file and prints the result; exit 0 when all are valid, 2 otherwise.
 pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
-    let files = collect_files(&args.paths)?;
-    let opts = ValidateOptions {
-        host_cpus: if args.no_host_check {
-            None
-        } else {
-            std::thread::available_parallelism().ok().map(|n| n.get())
-        },
+    let loaded = files::load(&args.paths, &files::validate_options(args.no_host_check))?;
+    let report = Report {
+        valid: loaded.errors.is_empty(),
+        files: loaded.files,
+        experiments: loaded
+            .experiments
+            .iter()
+            .map(|l| Listed::new(&l.experiment, &l.file))
+            .collect(),
+        errors: loaded.errors,
     };
-    let mut report = Report {
-        valid: true,
-        files: files.len(),
-        experiments: Vec::new(),
-        errors: Vec::new(),
-    };
-    for file in &files {
-        let name = file.display().to_string();
-        let source = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {name}"))
-            .map_err(|e| InvalidInput(format!("{e:#}")))?;
-        match faultline_spec::parse_str(&source, &name, &opts) {
-            Ok(experiments) => report
-                .experiments
-                .extend(experiments.iter().map(|e| Listed::new(e, &name))),
-            Err(diags) => {
-                report.valid = false;
-                report.errors.extend(diags);
-            }
-        }
-    }
     match args.format {
         Format::Json => {
             let mut out = std::io::stdout().lock();
@@ -132,47 +113,4 @@ fn list(items: &[String]) -> String {
     } else {
         items.join(", ")
     }
-}
-
-/// Files named on the command line, plus `*.yaml`/`*.yml` found recursively under the
-/// directories, sorted so output is stable.
-fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for p in paths {
-        let meta = std::fs::metadata(p)
-            .map_err(|e| InvalidInput(format!("cannot read {}: {e}", p.display())))?;
-        if meta.is_dir() {
-            let before = files.len();
-            walk(p, &mut files)?;
-            if files.len() == before {
-                return Err(InvalidInput(format!(
-                    "no experiment files (*.yaml, *.yml) under {}",
-                    p.display()
-                ))
-                .into());
-            }
-        } else {
-            files.push(p.clone());
-        }
-    }
-    Ok(files)
-}
-
-fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| InvalidInput(format!("cannot read {}: {e}", dir.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            walk(&path, files)?;
-        } else if path
-            .extension()
-            .is_some_and(|ext| ext == "yaml" || ext == "yml")
-        {
-            files.push(path);
-        }
-    }
-    Ok(())
 }

@@ -24,7 +24,7 @@ main{max-width:980px;margin:0 auto;padding:24px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 10px}
 .meta{color:#5b6673;font-size:13px}
 .badge{display:inline-block;padding:4px 12px;border-radius:12px;font-weight:700;color:#fff;text-transform:uppercase;font-size:13px;letter-spacing:.04em}
-.pass{background:#1f9d55}.fail{background:#d64545}.aborted{background:#d9822b}.error,.invalid{background:#7c5cbf}.nodata{background:#7b8794}
+.pass{background:#1f9d55}.fail{background:#d64545}.aborted{background:#d9822b}.error,.invalid{background:#7c5cbf}.nodata,.inconclusive{background:#7b8794}.skipped{background:#3b8ea5}
 .verdict{background:#fff;border-radius:8px;padding:16px;margin:16px 0;box-shadow:0 1px 2px rgba(0,0,0,.08)}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:13px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
 th,td{text-align:left;padding:6px 10px;border-bottom:1px solid #e6e9ee;vertical-align:top}
@@ -37,10 +37,9 @@ svg text{font-family:system-ui,sans-serif;font-size:11px;fill:#5b6673}
 .sw{display:inline-block;width:12px;height:10px;margin-right:4px;vertical-align:middle}
 "#;
 
-/// Renders the report as one self-contained HTML document.
-pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
+/// The document up to `<main>`: head with `title`, the inline style, the body's start.
+fn page_start(title: &str) -> Result<String, ReportError> {
     let mut h = String::new();
-    let outcome = report.verdict.outcome;
     writeln!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">"
@@ -49,13 +48,19 @@ pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
         h,
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
     )?;
-    writeln!(
-        h,
-        "<title>{} — {}</title>",
-        esc(&report.experiment.name),
-        outcome.as_str().to_uppercase()
-    )?;
+    writeln!(h, "<title>{}</title>", esc(title))?;
     writeln!(h, "<style>{STYLE}</style>\n</head>\n<body>\n<main>")?;
+    Ok(h)
+}
+
+/// Renders the report as one self-contained HTML document.
+pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
+    let outcome = report.verdict.outcome;
+    let mut h = page_start(&format!(
+        "{} — {}",
+        report.experiment.name,
+        outcome.as_str().to_uppercase()
+    ))?;
     writeln!(h, "<h1>{}</h1>", esc(&report.experiment.name))?;
     if let Some(d) = &report.experiment.description {
         writeln!(h, "<p class=\"meta\">{}</p>", esc(d))?;
@@ -257,6 +262,62 @@ pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
         report.schema_version
     )?;
     writeln!(h, "</main>\n</body>\n</html>")?;
+    Ok(h)
+}
+
+/// Renders the suite index as one self-contained HTML page: a row per experiment with
+/// its outcome, worst SLO or reason, duration and links to its own reports.
+pub fn to_index_html(index: &super::suite::SuiteIndex) -> Result<String, ReportError> {
+    let mut h = page_start(&format!("Faultline suite — {}", index.totals.line()))?;
+    writeln!(
+        h,
+        "<h1>Suite of {} experiments</h1>",
+        index.experiments.len()
+    )?;
+    writeln!(
+        h,
+        "<p class=\"meta\">mode {} · started {} · {:.1} s</p>",
+        index.mode.as_str(),
+        esc(&format_time(index.started_ms)),
+        (index.ended_ms - index.started_ms) as f64 / 1000.0
+    )?;
+    writeln!(
+        h,
+        "<div class=\"verdict\" id=\"totals\">{} · exit {}</div>",
+        esc(&index.totals.line()),
+        index.exit_code
+    )?;
+    writeln!(
+        h,
+        "<table>\n<tr><th>Experiment</th><th>Outcome</th><th>Worst SLO / reason</th><th>Duration</th><th>Reports</th></tr>"
+    )?;
+    for e in &index.experiments {
+        let name = match &e.reports.html {
+            Some(href) => format!("<a href=\"{}\">{}</a>", esc(href), esc(&e.name)),
+            None => esc(&e.name),
+        };
+        let links: Vec<String> = [
+            ("html", &e.reports.html),
+            ("json", &e.reports.json),
+            ("junit", &e.reports.junit),
+        ]
+        .into_iter()
+        .filter_map(|(label, href)| {
+            href.as_ref()
+                .map(|href| format!("<a href=\"{}\">{label}</a>", esc(href)))
+        })
+        .collect();
+        writeln!(
+            h,
+            "<tr><td>{name}</td><td><span class=\"badge {cls}\">{}</span></td><td>{}</td><td>{:.1} s</td><td>{}</td></tr>",
+            e.outcome.as_str(),
+            esc(e.detail()),
+            e.duration_ms as f64 / 1000.0,
+            links.join(" · "),
+            cls = outcome_class(e.outcome)
+        )?;
+    }
+    writeln!(h, "</table>\n</main>\n</body>\n</html>")?;
     Ok(h)
 }
 

@@ -31,52 +31,114 @@ fn seconds(ms: i64) -> String {
     format!("{:.3}", ms.max(0) as f64 / 1000.0)
 }
 
-/// Renders the report as a JUnit XML document.
+/// Renders the report as a JUnit XML document: `<testsuites>` around the run's one
+/// `<testsuite>`.
 pub fn to_junit(report: &RunReport) -> Result<String, ReportError> {
-    let slo_failures = report
-        .slos
+    to_junit_suite(std::slice::from_ref(report))
+}
+
+/// Renders several runs (a suite) as one JUnit XML document: `<testsuites>` with one
+/// `<testsuite>` per run, in order. For one run this is exactly [`to_junit`].
+pub fn to_junit_suite(reports: &[RunReport]) -> Result<String, ReportError> {
+    let total = reports
         .iter()
-        .filter(|s| matches!(s.verdict, SloVerdict::Fail | SloVerdict::NoData))
-        .count();
-    let slo_errors = report
-        .slos
-        .iter()
-        .filter(|s| s.verdict == SloVerdict::Inconclusive)
-        .count();
-    let fault_errors = report
-        .faults
-        .iter()
-        .filter(|f| f.status == FaultStatus::Failed)
-        .count();
-    let run_case = matches!(
+        .map(Counts::of)
+        .fold(Counts::default(), Counts::add);
+    let time = seconds(
+        reports
+            .iter()
+            .map(|r| (r.ended_ms - r.started_ms).max(0))
+            .sum(),
+    );
+    let mut x = String::new();
+    writeln!(x, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
+    writeln!(
+        x,
+        r#"<testsuites name="faultline" tests="{}" failures="{}" errors="{}" time="{time}">"#,
+        total.tests, total.failures, total.errors
+    )?;
+    for report in reports {
+        write_testsuite(&mut x, report)?;
+    }
+    writeln!(x, "</testsuites>")?;
+    Ok(x)
+}
+
+/// The counts a `<testsuite>` (or the `<testsuites>` around several) carries.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    tests: usize,
+    failures: usize,
+    errors: usize,
+    skipped: usize,
+}
+
+impl Counts {
+    fn of(report: &RunReport) -> Counts {
+        let slo_failures = report
+            .slos
+            .iter()
+            .filter(|s| matches!(s.verdict, SloVerdict::Fail | SloVerdict::NoData))
+            .count();
+        let slo_errors = report
+            .slos
+            .iter()
+            .filter(|s| s.verdict == SloVerdict::Inconclusive)
+            .count();
+        let fault_errors = report
+            .faults
+            .iter()
+            .filter(|f| f.status == FaultStatus::Failed)
+            .count();
+        let run_case = has_run_case(report);
+        let outcome = report.verdict.outcome;
+        Counts {
+            tests: report.slos.len() + report.faults.len() + usize::from(run_case),
+            failures: slo_failures + usize::from(run_case && outcome == Outcome::Aborted),
+            errors: fault_errors
+                + slo_errors
+                + usize::from(run_case && !matches!(outcome, Outcome::Aborted | Outcome::Skipped)),
+            skipped: usize::from(outcome == Outcome::Skipped),
+        }
+    }
+
+    fn add(self, other: Counts) -> Counts {
+        Counts {
+            tests: self.tests + other.tests,
+            failures: self.failures + other.failures,
+            errors: self.errors + other.errors,
+            skipped: self.skipped + other.skipped,
+        }
+    }
+}
+
+/// Whether the run gets a `run` testcase saying why it has no (complete) verdict.
+fn has_run_case(report: &RunReport) -> bool {
+    matches!(
         report.verdict.outcome,
         Outcome::Aborted
             | Outcome::Error
             | Outcome::InvalidInput
             | Outcome::Inconclusive
             | Outcome::Skipped
-    );
-    let tests = report.slos.len() + report.faults.len() + usize::from(run_case);
-    let failures =
-        slo_failures + usize::from(run_case && report.verdict.outcome == Outcome::Aborted);
-    let errors = fault_errors
-        + slo_errors
-        + usize::from(
-            run_case && !matches!(report.verdict.outcome, Outcome::Aborted | Outcome::Skipped),
-        );
-    let skipped = usize::from(report.verdict.outcome == Outcome::Skipped);
+    )
+}
+
+/// Appends one run's `<testsuite>`: a testcase per SLO, per fault application, and
+/// the `run` testcase when the run has no complete verdict.
+fn write_testsuite(x: &mut String, report: &RunReport) -> Result<(), ReportError> {
+    let Counts {
+        tests,
+        failures,
+        errors,
+        skipped,
+    } = Counts::of(report);
+    let run_case = has_run_case(report);
     let suite = escape_xml(&report.experiment.name);
     let time = seconds(report.ended_ms - report.started_ms);
     let timestamp = chrono::DateTime::from_timestamp_millis(report.started_ms)
         .map(|t| t.format("%Y-%m-%dT%H:%M:%S").to_string())
         .unwrap_or_default();
-
-    let mut x = String::new();
-    writeln!(x, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
-    writeln!(
-        x,
-        r#"<testsuites name="faultline" tests="{tests}" failures="{failures}" errors="{errors}" time="{time}">"#
-    )?;
     writeln!(
         x,
         r#"  <testsuite name="{suite}" tests="{tests}" failures="{failures}" errors="{errors}" skipped="{skipped}" time="{time}" timestamp="{timestamp}">"#
@@ -228,8 +290,7 @@ pub fn to_junit(report: &RunReport) -> Result<String, ReportError> {
         writeln!(x, "    </testcase>")?;
     }
     writeln!(x, "  </testsuite>")?;
-    writeln!(x, "</testsuites>")?;
-    Ok(x)
+    Ok(())
 }
 
 /// `+12.0s  0.812% violated` lines for a failure body.
@@ -257,6 +318,8 @@ fn sample_lines(started_ms: i64, slo: &super::SloReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::suite::tests::{report, slo};
+    use crate::slo::Unit;
 
     #[test]
     fn escape_xml_handles_markup_quotes_and_control_characters() {
@@ -265,5 +328,45 @@ mod tests {
             "&lt;a href=&quot;x&quot;&gt;&amp;&apos;&lt;/a&gt;"
         );
         assert_eq!(escape_xml("a\u{1}b\tc"), "a\u{FFFD}b\tc");
+    }
+
+    #[test]
+    fn a_suite_is_one_testsuites_with_a_testsuite_per_run_and_summed_counts() {
+        let mut failed = report("checkout", Outcome::Fail);
+        failed.slos = vec![slo("gateway-p99", 0.8, 1.2, Unit::Seconds)];
+        let skipped = report("containers", Outcome::Skipped);
+        let x = to_junit_suite(&[failed, skipped]).unwrap();
+        assert_eq!(x.matches("<testsuites ").count(), 1);
+        assert_eq!(x.matches("<testsuite ").count(), 2);
+        assert!(
+            x.contains(r#"<testsuite name="checkout" tests="1" failures="1""#),
+            "{x}"
+        );
+        assert!(
+            x.contains(
+                r#"<testsuite name="containers" tests="1" failures="0" errors="0" skipped="1""#
+            ),
+            "{x}"
+        );
+        assert!(
+            x.contains(r#"<testsuites name="faultline" tests="2" failures="1" errors="0""#),
+            "{x}"
+        );
+    }
+
+    #[test]
+    fn one_run_renders_as_the_single_run_document_the_controller_parses() {
+        let mut failed = report("checkout", Outcome::Fail);
+        failed.slos = vec![
+            slo("gateway-p99", 0.8, 1.2, Unit::Seconds),
+            slo("gateway-errors", 0.01, 0.0, Unit::Ratio),
+        ];
+        let x = to_junit(&failed).unwrap();
+        assert_eq!(x, to_junit_suite(std::slice::from_ref(&failed)).unwrap());
+        assert_eq!(x.matches("<testsuite ").count(), 1);
+        assert_eq!(
+            crate::schedule::process::failing_testcases(&x),
+            ["gateway-p99"]
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The run report: one serde model ([`RunReport`]) that the runner fills, rendered as
 //! JSON ([`json`]), JUnit XML ([`junit`]), self-contained HTML ([`html`]) and a
-//! terminal summary ([`terminal`]), plus the exit-code mapping ([`exit_code`]).
+//! terminal summary ([`terminal`]), plus the exit-code mapping ([`exit_code`]). Several
+//! runs in order (a suite) are summarised by [`suite::SuiteIndex`].
 //!
 //! The JSON form is the model itself and is documented in `docs/report.md`; the other
 //! renderings read only the model, so `chaos report run.json --html out.html` can
@@ -9,6 +10,7 @@
 pub mod html;
 pub mod json;
 pub mod junit;
+pub mod suite;
 pub mod terminal;
 
 use std::collections::BTreeMap;
@@ -188,8 +190,8 @@ pub enum Outcome {
     /// No verdict was earned: a client-side SLO could not be judged because the load
     /// generator itself delayed requests beyond its tolerance (see `docs/running.md`).
     Inconclusive,
-    /// The experiment was not run because this mode cannot run it (a suite lists it
-    /// with the reason).
+    /// The experiment was not run: this mode cannot run it, or the suite it belongs to
+    /// stopped first (`--fail-fast`, an interrupt). The reason says which.
     Skipped,
 }
 

@@ -143,6 +143,53 @@ pub fn summary(report: &RunReport, color: bool) -> String {
     out
 }
 
+/// The end-of-suite table: one row per experiment (outcome, worst SLO or the reason it
+/// has none, duration), then the totals and the suite's exit code.
+pub fn suite_table(index: &super::suite::SuiteIndex, color: bool) -> String {
+    let mut out = String::new();
+    let name_w = index
+        .experiments
+        .iter()
+        .map(|e| e.name.chars().count())
+        .max()
+        .unwrap_or(10)
+        .max(10);
+    let _ = writeln!(
+        out,
+        "{} ({} experiments, {} mode)",
+        paint(color, "1", "Suite"),
+        index.experiments.len(),
+        index.mode.as_str()
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  {:<name_w$}  {:<12}  {:>8}  WORST SLO",
+        "EXPERIMENT", "OUTCOME", "DURATION"
+    );
+    for e in &index.experiments {
+        // Pad before painting: escape codes would count towards the width.
+        let outcome = format!("{:<12}", e.outcome.as_str().to_uppercase());
+        let _ = writeln!(
+            out,
+            "  {:<name_w$}  {}  {:>8}  {}",
+            e.name,
+            paint(color, outcome_color(e.outcome), &outcome),
+            format!("{:.1}s", e.duration_ms as f64 / 1000.0),
+            e.detail()
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{} {} (exit {})",
+        paint(color, "1", "Total:"),
+        index.totals.line(),
+        index.exit_code
+    );
+    out
+}
+
 fn truncate(s: &str, width: usize) -> String {
     if s.chars().count() <= width {
         s.to_string()

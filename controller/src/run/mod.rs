@@ -213,6 +213,28 @@ pub fn early_report(
     }
 }
 
+/// The report of an experiment that was not run, with outcome
+/// [`Outcome::Skipped`] and `reason` (this mode cannot run it, or the suite stopped
+/// first), so a suite lists it in every report like the ones that ran.
+pub fn skipped_report(
+    experiment: &Experiment,
+    file: Option<&str>,
+    mode: crate::report::RunMode,
+    reason: &str,
+) -> RunReport {
+    let mut report = early_report(
+        Some(experiment),
+        file,
+        mode,
+        &RunError::InvalidInput(String::new()),
+    );
+    report.verdict = Verdict {
+        outcome: Outcome::Skipped,
+        reason: reason.to_string(),
+    };
+    report
+}
+
 fn info(e: &Experiment, file: Option<&str>) -> ExperimentInfo {
     ExperimentInfo {
         name: e.name.clone(),

@@ -28,7 +28,9 @@ pub const TARGETS_ENV: &str = "FAULTLINE_TARGETS_FILE";
 /// [`super::DirSource`]; read by [`ProcessRunner`].
 pub type SourceDocs = Arc<Mutex<HashMap<String, String>>>;
 
-/// Runs each experiment as `<program> run <file> --junit <file>`.
+/// Runs each experiment as `<program> run <file> --junit <file> --strict`. `--strict`
+/// makes an experiment this mode cannot run exit 2 (an error verdict) instead of 0, so
+/// a skip is never recorded as a pass.
 #[derive(Debug, Clone)]
 pub struct ProcessRunner {
     /// The `chaos` binary (normally `std::env::current_exe()`).
@@ -128,6 +130,7 @@ impl ExperimentRunner for ProcessRunner {
             .arg(&file)
             .arg("--junit")
             .arg(&junit)
+            .arg("--strict")
             .kill_on_drop(true);
         if let Some(url) = &self.prometheus {
             command.arg("--prometheus").arg(url);

@@ -231,7 +231,12 @@ fn direction_word(d: Direction) -> &'static str {
     }
 }
 
-/// Static checks before anything starts: targets this mode can resolve.
+/// Invalid-input rules of local mode, checked before anything starts: targets must name
+/// reference fleet services, a bare PID takes no network or HTTP fault, and a network
+/// fault must be one local mode can narrow as written ([`network_proxies`]). Breaking one
+/// is exit 2. What local mode cannot do at all (containers, pods, raw PromQL) is not
+/// decided here: those experiments are skipped (`super::plan::skip_reason`), and this
+/// check ignores their container and pod targets.
 pub fn check(experiment: &Experiment) -> Result<(), RunError> {
     let mut problems = Vec::new();
     let load_target = load_service(experiment);
@@ -263,20 +268,7 @@ pub fn check(experiment: &Experiment) -> Result<(), RunError> {
                     ));
                 }
             }
-            Target::Container(_) => problems.push(format!(
-                "fault `{}`: container targets need `--env compose`",
-                f.name
-            )),
-            Target::Pods(_) => problems.push(format!(
-                "fault `{}`: pod selectors need Kubernetes (`kubectl apply`)",
-                f.name
-            )),
-        }
-        if matches!(f.kind, FaultKind::Container(_)) {
-            problems.push(format!(
-                "fault `{}`: container faults need `--env compose`",
-                f.name
-            ));
+            Target::Container(_) | Target::Pods(_) => {}
         }
     }
     if let Some(load) = &experiment.spec.load

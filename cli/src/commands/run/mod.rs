@@ -1,11 +1,17 @@
-//! `chaos run FILE`: run one experiment to a verdict (DESIGN.md §4, `docs/running.md`).
+//! `chaos run FILE|DIR...`: run every experiment the files hold, in order, each in a
+//! fresh environment (DESIGN.md §4, `docs/running.md`). One experiment is a run; several
+//! are a suite ([`suite`]), summarised by one table, one JUnit document and an index.
 //!
-//! Exit codes: 0 every SLO held, 1 an SLO was violated or the run aborted (also after
-//! Ctrl-C or SIGTERM, which revert every fault and stop what the run started), 2 invalid
-//! input, 3 infrastructure failure. `chaos controller` and the operator re-run this
-//! command as a child and rely on exactly this contract.
+//! Exit codes: 0 every SLO held (or the experiment was skipped because this mode cannot
+//! run it), 1 an SLO was violated or the run aborted (also after Ctrl-C or SIGTERM, which
+//! revert every fault and stop what the run started), 2 invalid input (also a skip under
+//! `--strict`), 3 infrastructure failure; a suite exits with the highest. `chaos
+//! controller` and the operator re-run this command on one file as a child and rely on
+//! exactly this contract.
 
 pub mod local;
+pub mod plan;
+mod suite;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,15 +20,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use faultline_controller::compose::{ComposeEnvironment, ComposeOptions};
-use faultline_controller::report::terminal::{ProgressMode, color_enabled, summary};
-use faultline_controller::report::{RunMode, RunReport, exit_code, html, json, junit};
+use faultline_controller::report::terminal::ProgressMode;
+use faultline_controller::report::{RunMode, RunReport};
 use faultline_controller::run::{self as runner, Environment, Interrupt, RunConfig, RunError};
 use faultline_controller::schedule::process::TARGETS_ENV;
 use faultline_controller::schedule::{PlacedEnvironment, PlacedOptions};
 use faultline_controller::slo::SloBackend;
 use faultline_controller::slo::prometheus::PrometheusBackend;
-use faultline_spec::{Experiment, ValidateOptions};
+use faultline_spec::Experiment;
 
+use crate::commands::files::{self, Loaded};
 use crate::exit::InvalidInput;
 
 /// Where the run happens.
@@ -38,9 +45,10 @@ pub enum EnvKind {
 /// Arguments of `chaos run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The experiment file (one experiment).
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
+    /// Experiment files, or directories searched recursively for `*.yaml` and `*.yml`.
+    /// Every document of every file runs, in order (files sorted within a directory).
+    #[arg(required = true, value_name = "FILE|DIR")]
+    pub paths: Vec<PathBuf>,
     /// Where to run.
     #[arg(long = "env", value_enum, default_value_t = EnvKind::Local)]
     pub env: EnvKind,
@@ -48,18 +56,26 @@ pub struct RunArgs {
     /// of the embedded scraper; needed by raw `promql` SLOs.
     #[arg(long, value_name = "URL")]
     pub prometheus: Option<String>,
-    /// Write the JSON report here.
+    /// Write the JSON report here; with several experiments, the suite index (each
+    /// experiment's report goes beside it as `<stem>-<experiment>.json`).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Write the JUnit XML report here.
+    /// Write the JUnit XML report here: one `<testsuite>` per experiment.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Write the HTML report here.
+    /// Write the HTML report here; with several experiments, the suite index page
+    /// linking each experiment's report (`<stem>-<experiment>.html` beside it).
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
     /// Validate, resolve targets and preflight the agents; inject nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Stop at the first experiment that does not pass; the rest are reported as not run.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Exit 2 when an experiment is skipped because this mode cannot run it.
+    #[arg(long)]
+    pub strict: bool,
     /// Environment override for every fleet service, e.g. `FL_RESILIENCE=off`; repeat
     /// for more. `FL_RESILIENCE` from the environment is honoured too.
     #[arg(long = "set-env", value_name = "K=V")]
@@ -74,59 +90,6 @@ pub struct RunArgs {
     pub compose_project: String,
 }
 
-/// Where the reports go.
-struct Outputs {
-    json: Option<PathBuf>,
-    junit: Option<PathBuf>,
-    html: Option<PathBuf>,
-    dir: PathBuf,
-}
-
-fn outputs(args: &RunArgs, experiment: &str) -> Outputs {
-    if args.json.is_none() && args.junit.is_none() && args.html.is_none() {
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-        let dir = PathBuf::from("faultline-reports").join(format!("{experiment}-{stamp}"));
-        return Outputs {
-            json: Some(dir.join("report.json")),
-            junit: Some(dir.join("junit.xml")),
-            html: Some(dir.join("report.html")),
-            dir,
-        };
-    }
-    let dir = [&args.json, &args.junit, &args.html]
-        .into_iter()
-        .flatten()
-        .next()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
-    Outputs {
-        json: args.json.clone(),
-        junit: args.junit.clone(),
-        html: args.html.clone(),
-        dir,
-    }
-}
-
-fn load_experiment(file: &Path) -> Result<Experiment, InvalidInput> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| InvalidInput(format!("cannot read {}: {e}", file.display())))?;
-    let opts = ValidateOptions {
-        host_cpus: std::thread::available_parallelism().ok().map(|n| n.get()),
-    };
-    let name = file.display().to_string();
-    let mut experiments = faultline_spec::parse_str(&text, &name, &opts).map_err(|d| {
-        let lines: Vec<String> = d.iter().map(|x| x.to_string()).collect();
-        InvalidInput(format!("invalid experiment:\n{}", lines.join("\n")))
-    })?;
-    match experiments.len() {
-        1 => Ok(experiments.remove(0)),
-        0 => Err(InvalidInput(format!("{name} holds no experiment"))),
-        n => Err(InvalidInput(format!(
-            "{name} holds {n} experiments; `chaos run` runs one (split the file)"
-        ))),
-    }
-}
-
 fn parse_set_env(items: &[String]) -> Result<Vec<(String, String)>, InvalidInput> {
     items
         .iter()
@@ -139,53 +102,81 @@ fn parse_set_env(items: &[String]) -> Result<Vec<(String, String)>, InvalidInput
         .collect()
 }
 
-/// Runs the experiment; see the module docs for the exit codes.
+/// Reads and validates every file, plans every experiment, then runs them in order;
+/// see the module docs for the exit codes.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let experiment = load_experiment(&args.file)?;
-    let fleet_env = parse_set_env(&args.set_env)?;
-    let out = outputs(args, &experiment.name);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    let report = runtime.block_on(run_async(args, experiment, fleet_env, &out));
-    write_reports(&report, &out)?;
-    let color = color_enabled() && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    println!("{}", summary(&report, color));
-    for p in [&out.json, &out.junit, &out.html].into_iter().flatten() {
-        println!("report: {}", p.display());
+    let loaded = files::load(&args.paths, &files::validate_options(false))?;
+    if !loaded.errors.is_empty() {
+        for d in &loaded.errors {
+            eprintln!("{d}");
+        }
+        return Err(InvalidInput(format!(
+            "{} error(s) in the experiment files; nothing ran",
+            loaded.errors.len()
+        ))
+        .into());
     }
-    Ok(ExitCode::from(exit_code(report.verdict.outcome)))
-}
-
-async fn run_async(
-    args: &RunArgs,
-    experiment: Experiment,
-    fleet_env: Vec<(String, String)>,
-    out: &Outputs,
-) -> RunReport {
-    let file = args.file.display().to_string();
+    if loaded.experiments.is_empty() {
+        return Err(InvalidInput("the files hold no experiment".into()).into());
+    }
+    let fleet_env = parse_set_env(&args.set_env)?;
     let placed = std::env::var_os(TARGETS_ENV).map(PathBuf::from);
+    if placed.is_some() && loaded.experiments.len() > 1 {
+        return Err(InvalidInput(format!(
+            "{TARGETS_ENV} places the targets of one experiment; run one experiment with it"
+        ))
+        .into());
+    }
     let mode = match (&placed, args.env) {
         (Some(_), _) => RunMode::Kubernetes,
         (None, EnvKind::Local) => RunMode::Local,
         (None, EnvKind::Compose) => RunMode::Compose,
     };
-    let early = |e: RunError| runner::early_report(Some(&experiment), Some(&file), mode, &e);
-    let interrupt = Interrupt::new();
-    let signals = spawn_signal_handler(interrupt.clone());
-    let env = match (placed, args.env) {
-        (Some(targets), _) => placed_env(args, &experiment, &targets, &fleet_env),
-        (None, EnvKind::Local) => start_local(args, &experiment, fleet_env, out, &interrupt).await,
-        (None, EnvKind::Compose) => connect_compose(args, &fleet_env, &interrupt).await,
+    let planned = plan::plan(loaded.experiments, mode, args.prometheus.is_some())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let invocation = Invocation {
+        args,
+        mode,
+        placed,
+        fleet_env,
+    };
+    let code = runtime.block_on(suite::run(&invocation, planned))?;
+    Ok(ExitCode::from(code))
+}
+
+/// What every experiment of one invocation shares.
+struct Invocation<'a> {
+    args: &'a RunArgs,
+    mode: RunMode,
+    placed: Option<PathBuf>,
+    fleet_env: Vec<(String, String)>,
+}
+
+/// Runs one experiment in a fresh environment: start (or connect to) it, run, shut it
+/// down. Every failure is a report, never an error.
+async fn run_one(
+    cx: &Invocation<'_>,
+    loaded: &Loaded,
+    log_dir: Option<PathBuf>,
+    interrupt: &Interrupt,
+) -> RunReport {
+    let Loaded { experiment, file } = loaded;
+    let args = cx.args;
+    let early = |e: RunError| runner::early_report(Some(experiment), Some(file), cx.mode, &e);
+    let env = match (&cx.placed, args.env) {
+        (Some(targets), _) => placed_env(args, experiment, targets, &cx.fleet_env),
+        (None, EnvKind::Local) => {
+            start_local(args, experiment, cx.fleet_env.clone(), log_dir, interrupt).await
+        }
+        (None, EnvKind::Compose) => connect_compose(args, &cx.fleet_env, interrupt).await,
     };
     let env: Arc<dyn Environment> = match env {
         Ok(env) => env,
-        Err(e) => {
-            signals.abort();
-            return early(e);
-        }
+        Err(e) => return early(e),
     };
     let config = RunConfig {
         file: Some(file.clone()),
@@ -197,9 +188,8 @@ async fn run_async(
         },
         ..RunConfig::default()
     };
-    let report = runner::run(&experiment, Arc::clone(&env), &config, &interrupt).await;
+    let report = runner::run(experiment, Arc::clone(&env), &config, interrupt).await;
     env.shutdown().await;
-    signals.abort();
     report
 }
 
@@ -208,10 +198,9 @@ async fn start_local(
     args: &RunArgs,
     experiment: &Experiment,
     fleet_env: Vec<(String, String)>,
-    out: &Outputs,
+    log_dir: Option<PathBuf>,
     interrupt: &Interrupt,
 ) -> Result<Arc<dyn Environment>, RunError> {
-    local::check(experiment)?;
     let server_backend = match &args.prometheus {
         Some(url) => match PrometheusBackend::new(url, Duration::from_secs(5)) {
             Ok(b) => Some(Arc::new(b) as Arc<dyn SloBackend>),
@@ -219,7 +208,6 @@ async fn start_local(
         },
         None => None,
     };
-    let log_dir = (!out.dir.as_os_str().is_empty()).then(|| out.dir.join("fleet-logs"));
     let options = local::LocalOptions {
         fleet_env,
         log_dir,
@@ -295,41 +283,4 @@ async fn interrupted(interrupt: &Interrupt) {
     while !interrupt.is_triggered() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// SIGINT and SIGTERM trigger the interrupt: the runner reverts every fault, stops the
-/// load and the fleet, and writes a report marked aborted.
-fn spawn_signal_handler(interrupt: Interrupt) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = int.recv() => interrupt.trigger("interrupted (SIGINT)"),
-                _ = term.recv() => interrupt.trigger("interrupted (SIGTERM)"),
-            }
-        }
-    })
-}
-
-fn write_reports(report: &RunReport, out: &Outputs) -> anyhow::Result<()> {
-    let write = |path: &Option<PathBuf>, text: String| -> anyhow::Result<()> {
-        if let Some(p) = path {
-            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-            std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
-        }
-        Ok(())
-    };
-    write(&out.json, json::to_json(report)?)?;
-    write(&out.junit, junit::to_junit(report)?)?;
-    write(&out.html, html::to_html(report)?)?;
-    Ok(())
 }

@@ -1,0 +1,110 @@
+//! Which experiments a command line names: the one place `chaos validate` and
+//! `chaos run` collect files (directories searched recursively) and parse them
+//! (every document of a multi-document file), so both agree on what a file holds.
+
+use std::path::{Path, PathBuf};
+
+use faultline_spec::{Diagnostic, Experiment, ValidateOptions};
+
+use crate::exit::InvalidInput;
+
+/// One experiment and the file it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The checked experiment.
+    pub experiment: Experiment,
+    /// The file, as named on the command line or found under a directory.
+    pub file: String,
+}
+
+/// Everything the files hold: the valid experiments in order (files in order, then
+/// documents in order), and every diagnostic of the invalid ones.
+#[derive(Debug, Default)]
+pub struct Collection {
+    /// How many files were read.
+    pub files: usize,
+    /// The experiments of the valid files.
+    pub experiments: Vec<Loaded>,
+    /// Every mistake in every invalid file.
+    pub errors: Vec<Diagnostic>,
+}
+
+/// Validation options for this host: the CPU fault rule checks against this machine's
+/// CPUs unless `no_host_check`.
+pub fn validate_options(no_host_check: bool) -> ValidateOptions {
+    ValidateOptions {
+        host_cpus: if no_host_check {
+            None
+        } else {
+            std::thread::available_parallelism().ok().map(|n| n.get())
+        },
+    }
+}
+
+/// Reads and validates every file under `paths`. A path that cannot be read is an
+/// error; an invalid file is not (its diagnostics are collected, so every mistake is
+/// reported at once).
+pub fn load(paths: &[PathBuf], opts: &ValidateOptions) -> Result<Collection, InvalidInput> {
+    let files = collect_files(paths)?;
+    let mut out = Collection {
+        files: files.len(),
+        ..Collection::default()
+    };
+    for file in &files {
+        let name = file.display().to_string();
+        let source = std::fs::read_to_string(file)
+            .map_err(|e| InvalidInput(format!("cannot read {name}: {e}")))?;
+        match faultline_spec::parse_str(&source, &name, opts) {
+            Ok(experiments) => out
+                .experiments
+                .extend(experiments.into_iter().map(|experiment| Loaded {
+                    experiment,
+                    file: name.clone(),
+                })),
+            Err(diags) => out.errors.extend(diags),
+        }
+    }
+    Ok(out)
+}
+
+/// Files named on the command line, plus `*.yaml`/`*.yml` found recursively under the
+/// directories, sorted so the order (and a suite's run order) is stable.
+pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InvalidInput> {
+    let mut files = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p)
+            .map_err(|e| InvalidInput(format!("cannot read {}: {e}", p.display())))?;
+        if meta.is_dir() {
+            let before = files.len();
+            walk(p, &mut files)?;
+            if files.len() == before {
+                return Err(InvalidInput(format!(
+                    "no experiment files (*.yaml, *.yml) under {}",
+                    p.display()
+                )));
+            }
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), InvalidInput> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| InvalidInput(format!("cannot read {}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            walk(&path, files)?;
+        } else if path
+            .extension()
+            .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
