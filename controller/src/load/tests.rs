@@ -354,6 +354,7 @@ fn an_experiment_load_section_becomes_a_config_and_http_mix() {
         target: LoadTarget::Service("gateway".into()),
         rate: Rate::per_second(200.0).unwrap(),
         connections: 16,
+        max_connections: 64,
         timeout: faultline_spec::Duration::from_millis(1500),
         requests: vec![
             LoadRequest {
