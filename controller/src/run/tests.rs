@@ -130,6 +130,7 @@ impl SloBackend for FakeBackend {
                     backend: "fake".into(),
                     query: "fake".into(),
                     detail: None,
+                    generator: None,
                 },
             ))
         })
