@@ -2,7 +2,7 @@
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, mpsc};
@@ -14,7 +14,7 @@ use super::LoadError;
 use super::schedule::{RequestMix, Schedule};
 use super::stats::{LoadReport, LoadStats, Outcome, Sample};
 use super::transport::{HttpRequest, HttpTransport, Transport};
-use crate::slo::client::ClientMeasurements;
+use crate::slo::client::{Backlog, ClientMeasurements, Waiting};
 
 /// Most connections one run may use; far above what the open model needs on one
 /// machine, and a bound on the number of tasks.
@@ -218,6 +218,13 @@ pub fn start<T: Transport>(
         stats: stats.clone(),
         cancel: cancel.clone(),
     });
+    if shared.schedule.is_some() {
+        stats
+            .measurements
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_backlog(Arc::new(Queue(Arc::downgrade(&shared))));
+    }
     let driver = runtime.spawn(drive(shared, config.connections));
     Ok(LoadHandle {
         stats,
@@ -438,6 +445,34 @@ impl Batch {
                     self.flush(&shared.stats);
                 }
             }
+        }
+    }
+}
+
+/// The open model's queue as the SLO engine sees it: released requests no worker has
+/// taken yet. Weak, so the measurements do not keep a finished run alive.
+struct Queue<T>(Weak<Shared<T>>);
+
+impl<T: Transport> Backlog for Queue<T> {
+    fn waiting_between(&self, from: SystemTime, to: SystemTime) -> Waiting {
+        let Some(shared) = self.0.upgrade() else {
+            return Waiting::default();
+        };
+        let Some(schedule) = shared.schedule else {
+            return Waiting::default();
+        };
+        let released = shared.released.load(Ordering::Acquire);
+        let next = shared.next.load(Ordering::Acquire).min(released);
+        // Requests scheduled strictly before `t`.
+        let before = |t: SystemTime| match t.duration_since(shared.start_wall) {
+            Ok(d) if !d.is_zero() => schedule.due(d - Duration::from_nanos(1)),
+            _ => 0,
+        };
+        let first = before(from).max(next);
+        let count = before(to).min(released).saturating_sub(first);
+        Waiting {
+            count,
+            oldest: (count > 0).then(|| shared.wall(schedule.offset(first))),
         }
     }
 }

@@ -504,3 +504,47 @@ async fn closed_loop_ignores_max_connections_and_records_no_generator_delay() {
     assert_eq!(report.peak_connections, 2);
     assert_eq!(report.generator_delay_ms, Quantiles::default());
 }
+
+#[tokio::test(start_paused = true)]
+async fn requests_queued_inside_the_generator_make_client_slos_inconclusive_not_no_data() {
+    use crate::slo::SloStatus;
+    // One connection held 1 s per request: almost everything queues in the generator
+    // and nothing of the last seconds has finished, so there is nothing to judge, and
+    // the reason is the generator, not a silent system.
+    let server = Deaf(Arc::new(Mutex::new(0)));
+    let m = measurements();
+    let wall0 = std::time::SystemTime::now();
+    let run = start(
+        open(100.0, 5, 1, 5000),
+        server,
+        Arc::clone(&m),
+        CancellationToken::new(),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let kind = faultline_spec::SloKind::Latency {
+        service: "target".into(),
+        quantile: 0.99,
+        max: faultline_spec::Duration(Duration::from_secs(10)),
+    };
+    let at = wall0 + Duration::from_millis(2500);
+    let e = m
+        .read()
+        .unwrap()
+        .evaluate(&kind, Duration::from_secs(2), at)
+        .unwrap();
+    assert_eq!(e.status, SloStatus::Inconclusive, "{e:?}");
+    let g = e.evidence.generator.unwrap();
+    assert!(g.waiting >= 95, "{g:?}");
+    // The oldest of them had waited at least the half second before the window.
+    assert!(g.delay_ms >= 500.0, "{g:?}");
+    run.stop();
+    run.wait().await.unwrap();
+    // Once the run is over, nothing waits any more.
+    let e = m
+        .read()
+        .unwrap()
+        .evaluate(&kind, Duration::from_secs(2), at)
+        .unwrap();
+    assert_eq!(e.status, SloStatus::NoData, "{e:?}");
+}

@@ -84,6 +84,39 @@ pub struct GeneratorTaint {
     pub waited_long: u64,
     /// Of those, requests that expired inside the generator without being sent.
     pub expired: u64,
+    /// Requests scheduled in the window that were still waiting inside the generator
+    /// for a connection when it was evaluated (not among `requests`, which counts
+    /// finished ones).
+    #[serde(default)]
+    pub waiting: u64,
+}
+
+/// The generator's live backlog: requests released but not yet taken by a connection.
+/// Requests finish (and are recorded) only after they were sent, so without this a
+/// window whose requests are all still queued inside the generator would look like a
+/// window without traffic.
+pub trait Backlog: Send + Sync {
+    /// The requests scheduled in `[from, to)` that are waiting inside the generator now.
+    fn waiting_between(&self, from: SystemTime, to: SystemTime) -> Waiting;
+}
+
+/// Requests of a window still queued inside the load generator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waiting {
+    /// How many.
+    pub count: u64,
+    /// When the oldest of them was scheduled.
+    pub oldest: Option<SystemTime>,
+}
+
+/// A shared [`Backlog`], so [`ClientMeasurements`] stays `Clone` and `Debug`.
+#[derive(Clone)]
+struct BacklogProbe(Arc<dyn Backlog>);
+
+impl std::fmt::Debug for BacklogProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BacklogProbe")
+    }
 }
 
 /// Measurements of one wall-clock second.
@@ -132,15 +165,24 @@ impl ClientSecond {
     }
 
     /// Why the generator's own delay makes this (merged) window unfit to judge `kind`,
-    /// if it does. Server-side kinds and windows without requests are never tainted.
-    pub fn taint(&self, kind: &SloKind) -> Option<GeneratorTaint> {
-        if self.requests == 0 {
+    /// if it does; `waiting` is how many requests scheduled in the window are still
+    /// queued inside the generator, the oldest for `waited_so_far`. Server-side kinds
+    /// are never tainted.
+    pub fn taint(
+        &self,
+        kind: &SloKind,
+        waiting: u64,
+        waited_so_far: Duration,
+    ) -> Option<GeneratorTaint> {
+        if matches!(kind, SloKind::Promql { .. }) || self.requests + waiting == 0 {
             return None;
         }
         let ms = |us: u64| us as f64 / 1000.0;
-        let max_delay_ms = ms(self.generator_delay_us.max());
-        let share = self.waited_long as f64 / self.requests as f64;
-        let too_many_waited = share > TAINT_REQUEST_SHARE;
+        let max_delay_ms = if self.generator_delay_us.is_empty() {
+            0.0
+        } else {
+            ms(self.generator_delay_us.max())
+        };
         let taint = |reason: String, delay_ms: f64, tolerance_ms: Option<f64>| GeneratorTaint {
             reason,
             delay_ms,
@@ -148,7 +190,28 @@ impl ClientSecond {
             requests: self.requests,
             waited_long: self.waited_long,
             expired: self.expired,
+            waiting,
         };
+        // Requests still queued inside the generator are missing from every kind's
+        // value, and they are the slowest ones: judging without them would flatter the
+        // system.
+        let scheduled = (self.requests + waiting) as f64;
+        if waiting > 0 && (self.requests == 0 || waiting as f64 > TAINT_REQUEST_SHARE * scheduled) {
+            let delay = max_delay_ms.max(waited_so_far.as_secs_f64() * 1000.0);
+            return Some(taint(
+                format!(
+                    "{waiting} of the {} requests scheduled in the window were still waiting inside the load generator for a connection, the oldest for {delay:.1} ms",
+                    self.requests + waiting
+                ),
+                delay,
+                None,
+            ));
+        }
+        if self.requests == 0 {
+            return None;
+        }
+        let share = self.waited_long as f64 / self.requests as f64;
+        let too_many_waited = share > TAINT_REQUEST_SHARE;
         let waited = || {
             format!(
                 "{} of {} requests ({:.1}%) waited over {:.0}% of their timeout inside the load generator ({} expired unsent; largest delay {max_delay_ms:.1} ms)",
@@ -244,6 +307,7 @@ pub struct LoadSummary {
 pub struct ClientMeasurements {
     service: String,
     seconds: BTreeMap<i64, ClientSecond>,
+    backlog: Option<BacklogProbe>,
 }
 
 impl ClientMeasurements {
@@ -253,7 +317,14 @@ impl ClientMeasurements {
         ClientMeasurements {
             service: service.to_string(),
             seconds: BTreeMap::new(),
+            backlog: None,
         }
+    }
+
+    /// Lets evaluations see the requests still queued inside the load generator; the
+    /// generator sets it when it starts.
+    pub fn set_backlog(&mut self, backlog: Arc<dyn Backlog>) {
+        self.backlog = Some(BacklogProbe(backlog));
     }
 
     /// The load target's service name.
@@ -426,9 +497,18 @@ impl ClientMeasurements {
                 generator: None,
             },
         );
-        if e.status != SloStatus::NoData
-            && let Some(taint) = total.taint(kind)
-        {
+        let waiting = match &self.backlog {
+            Some(b) if lo < hi => b.0.waiting_between(
+                super::from_unix_ms(lo.saturating_mul(1000)),
+                super::from_unix_ms(hi.saturating_mul(1000)),
+            ),
+            _ => Waiting::default(),
+        };
+        let waited_so_far = waiting
+            .oldest
+            .and_then(|t| at.duration_since(t).ok())
+            .unwrap_or_default();
+        if let Some(taint) = total.taint(kind, waiting.count, waited_so_far) {
             // The value stays for the record; the judgement does not: it would say
             // more about the generator than about the system.
             e.status = SloStatus::Inconclusive;
