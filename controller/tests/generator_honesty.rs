@@ -113,8 +113,9 @@ impl Environment for LoopbackEnv {
 }
 
 /// 100 req/s for 4 s at a server that takes 400 ms, with 4 connections up front and at
-/// most `max_connections`; the client P99 must stay within 1 s.
-async fn run_against_slow_server(max_connections: u32) -> anyhow::Result<RunReport> {
+/// most `max_connections`; the client P99 must stay within 1 s. `extra` is appended to
+/// the spec.
+async fn run_against_slow_server(max_connections: u32, extra: &str) -> anyhow::Result<RunReport> {
     let (url, _server) = slow_server().await?;
     let text = format!(
         r#"
@@ -135,7 +136,7 @@ spec:
       source: client
       latency: {{service: gateway, quantile: 0.99, max: 1s}}
       window: 2s
-"#
+{extra}"#
     );
     let experiment = faultline_spec::parse_str(&text, "honesty.yaml", &ValidateOptions::default())
         .map_err(|d| anyhow::anyhow!("{d}"))?
@@ -149,7 +150,7 @@ async fn too_few_connections_make_the_client_slo_inconclusive_with_the_generator
 -> anyhow::Result<()> {
     // 8 connections at 400 ms serve 20 of the 100 req/s: the rest wait inside the
     // generator, and their latency (up to the 2 s timeout) would fail the 1 s P99.
-    let report = run_against_slow_server(8).await?;
+    let report = run_against_slow_server(8, "").await?;
     let summary = terminal::summary(&report, false);
     assert_eq!(report.verdict.outcome, Outcome::Inconclusive, "{summary}");
     let slo = &report.slos[0];
@@ -222,7 +223,7 @@ async fn too_few_connections_make_the_client_slo_inconclusive_with_the_generator
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enough_connections_let_the_same_client_slo_be_judged() -> anyhow::Result<()> {
     // About 40 requests are in flight; 64 connections leave room to spare.
-    let report = run_against_slow_server(64).await?;
+    let report = run_against_slow_server(64, "").await?;
     let summary = terminal::summary(&report, false);
     assert_eq!(report.verdict.outcome, Outcome::Pass, "{summary}");
     let slo = &report.slos[0];
@@ -234,5 +235,28 @@ async fn enough_connections_let_the_same_client_slo_be_judged() -> anyhow::Resul
     // Measured from the scheduled time, the P99 is the server's 400 ms plus little.
     let worst = slo.worst_value().unwrap();
     assert!((0.4..1.0).contains(&worst), "{summary}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_state_the_generator_distorted_is_inconclusive_and_ends_the_run()
+-> anyhow::Result<()> {
+    let report =
+        run_against_slow_server(8, "  steadyState: {window: 3s, slos: [client-p99]}\n").await?;
+    let summary = terminal::summary(&report, false);
+    assert_eq!(report.verdict.outcome, Outcome::Inconclusive, "{summary}");
+    let steady = report.steady_state.as_ref().expect("steady state checked");
+    assert!(!steady.passed && steady.reason.is_none(), "{steady:?}");
+    assert_eq!(steady.inconclusive, ["client-p99"]);
+    assert_eq!(steady.slos["client-p99"], SloVerdict::Inconclusive);
+    assert!(
+        report
+            .verdict
+            .reason
+            .starts_with("steady state could not be judged")
+            && report.verdict.reason.contains("maxConnections"),
+        "{}",
+        report.verdict.reason
+    );
     Ok(())
 }

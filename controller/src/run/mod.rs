@@ -813,7 +813,7 @@ async fn execute(
     let (outcome, reason) = match failure {
         Some((outcome, reason)) => {
             let failing = failing_slos(&run.report.slos);
-            if failing.is_empty() || outcome == Outcome::Error {
+            if failing.is_empty() || matches!(outcome, Outcome::Error | Outcome::Inconclusive) {
                 (outcome, reason)
             } else {
                 (
