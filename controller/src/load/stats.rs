@@ -193,6 +193,14 @@ pub struct SecondReport {
     pub counts: OutcomeCounts,
     /// Latency from scheduled send time, milliseconds.
     pub latency_ms: Quantiles,
+    /// Generator delay (scheduled time until a connection took the request),
+    /// milliseconds; all zero in the closed loop.
+    pub generator_delay_ms: Quantiles,
+    /// Requests that waited over [`TAINT_WAIT_SHARE_OF_TIMEOUT`] of their timeout inside
+    /// the generator, expired ones included.
+    pub waited_long: u64,
+    /// Requests that expired inside the generator without being sent.
+    pub expired: u64,
 }
 
 pub(crate) fn micros(d: Duration) -> u64 {
@@ -293,24 +301,43 @@ impl LoadStats {
         self.lock().seconds.iter().map(|(s, c)| (*s, *c)).collect()
     }
 
-    /// The per-second series with latency quantiles (joined with the SLO engine's
-    /// per-second histograms).
+    /// The per-second series with latency and generator-delay quantiles (joined with
+    /// the SLO engine's per-second histograms).
     pub fn series(&self) -> Vec<SecondReport> {
         let seconds = self.seconds();
         let m = self
             .measurements
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        let hist: BTreeMap<i64, Quantiles> = m
+        let hist: BTreeMap<i64, SecondReport> = m
             .seconds()
-            .map(|(s, c)| (s, Quantiles::of(&c.latency_us)))
+            .map(|(s, c)| {
+                (
+                    s,
+                    SecondReport {
+                        unix_second: s,
+                        counts: OutcomeCounts::default(),
+                        latency_ms: Quantiles::of(&c.latency_us),
+                        generator_delay_ms: Quantiles::of(&c.generator_delay_us),
+                        waited_long: c.waited_long,
+                        expired: c.expired,
+                    },
+                )
+            })
             .collect();
         seconds
             .into_iter()
-            .map(|(s, counts)| SecondReport {
-                unix_second: s,
-                counts,
-                latency_ms: hist.get(&s).copied().unwrap_or_default(),
+            .map(|(s, counts)| {
+                let mut r = hist.get(&s).cloned().unwrap_or(SecondReport {
+                    unix_second: s,
+                    counts,
+                    latency_ms: Quantiles::default(),
+                    generator_delay_ms: Quantiles::default(),
+                    waited_long: 0,
+                    expired: 0,
+                });
+                r.counts = counts;
+                r
             })
             .collect()
     }

@@ -486,6 +486,14 @@ async fn at_max_connections_requests_wait_and_the_wait_is_recorded_per_second() 
     assert_eq!(summary.expired_requests, report.expired);
     assert_eq!(summary.waited_long_requests, report.waited_long);
     assert!(summary.generator_delay_ms["p50"] >= 500.0, "{summary:?}");
+    let per_second: u64 = report.seconds.iter().map(|s| s.waited_long).sum();
+    assert_eq!(per_second, report.waited_long);
+    assert!(
+        report
+            .seconds
+            .iter()
+            .any(|s| s.generator_delay_ms.max >= 500.0)
+    );
 }
 
 #[tokio::test(start_paused = true)]
