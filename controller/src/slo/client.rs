@@ -497,10 +497,12 @@ impl ClientMeasurements {
                 generator: None,
             },
         );
+        // Only requests that have waited past the delay floor count: one released a
+        // millisecond before `at` by a dispatcher that woke late is not distortion.
         let waiting = match &self.backlog {
             Some(b) if lo < hi => b.0.waiting_between(
                 super::from_unix_ms(lo.saturating_mul(1000)),
-                super::from_unix_ms(hi.saturating_mul(1000)),
+                super::from_unix_ms(hi.saturating_mul(1000)).min(at - TAINT_DELAY_FLOOR),
             ),
             _ => Waiting::default(),
         };
@@ -840,5 +842,51 @@ mod tests {
         let e = m.evaluate(kind, Duration::from_secs(5), t(10_000)).unwrap();
         assert_eq!(e.status, SloStatus::Inconclusive);
         assert_eq!(e.evidence.generator.as_ref().unwrap().waited_long, 10);
+    }
+
+    /// A generator queue holding `count` requests of any window, the oldest scheduled at
+    /// `oldest`; remembers the last window end it was asked about.
+    struct FakeQueue {
+        count: u64,
+        oldest: SystemTime,
+        asked_to: std::sync::Mutex<Option<SystemTime>>,
+    }
+
+    impl Backlog for FakeQueue {
+        fn waiting_between(&self, _from: SystemTime, to: SystemTime) -> Waiting {
+            *self.asked_to.lock().unwrap() = Some(to);
+            Waiting {
+                count: self.count,
+                oldest: Some(self.oldest),
+            }
+        }
+    }
+
+    #[test]
+    fn requests_still_queued_in_the_generator_taint_a_window_beyond_one_percent() {
+        let at = t(10_005);
+        for (count, expected) in [(1, SloStatus::Ok), (10, SloStatus::Inconclusive)] {
+            let mut m = delayed(|_| Duration::from_millis(1), |_| false);
+            let queue = Arc::new(FakeQueue {
+                count,
+                oldest: t(9_000),
+                asked_to: Default::default(),
+            });
+            m.set_backlog(queue.clone());
+            // 500 finished requests in the window: 1 waiting is 0.2%, 10 are 2%.
+            let e = m
+                .evaluate(&latency(100), Duration::from_secs(5), at)
+                .unwrap();
+            assert_eq!(e.status, expected, "{count} waiting: {e:?}");
+            if let Some(g) = e.evidence.generator {
+                assert_eq!(g.waiting, 10);
+                // The oldest has waited 1005 ms by the evaluation.
+                assert!((g.delay_ms - 1005.0).abs() < 1.0, "{g:?}");
+            }
+            // Requests released within the delay floor before `at` (here the last 5 ms of
+            // the window) are not asked about.
+            let to = queue.asked_to.lock().unwrap().unwrap();
+            assert_eq!(to, at - TAINT_DELAY_FLOOR);
+        }
     }
 }
