@@ -95,6 +95,14 @@ fn chaos_load_json_counts_each_error_class_and_sends_method_body_and_headers() {
         .map(|s| s["requests"].as_u64().unwrap())
         .sum();
     assert_eq!(per_second, 100);
+    // 100/s for the default 5 s timeout could hold 500 requests: that is the ceiling.
+    assert_eq!(
+        (r["connections"].as_u64(), r["maxConnections"].as_u64()),
+        (Some(16), Some(500)),
+        "{r}"
+    );
+    assert_eq!(r["expired"], 0, "{r}");
+    assert!(r["generatorDelayMs"]["max"].is_number(), "{r}");
 
     // A 404 is its own class and not an error; a closed port is a transport error.
     let missing = format!("http://{addr}/missing");
@@ -181,6 +189,16 @@ fn chaos_load_rejects_bad_input_with_exit_code_2() {
             "10/s",
             "--connections",
             "0",
+        ],
+        &[
+            "load",
+            "http://127.0.0.1:1/",
+            "--rate",
+            "10/s",
+            "--connections",
+            "8",
+            "--max-connections",
+            "4",
         ],
         &[
             "load",

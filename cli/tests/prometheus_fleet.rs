@@ -163,6 +163,7 @@ async fn embedded_engine_agrees_with_prometheus_on_a_running_fleet() -> Result<(
         target: LoadTarget::Service("gateway".into()),
         rate: Rate::per_second(100.0).context("rate")?,
         connections: 8,
+        max_connections: 64,
         timeout: faultline_spec::Duration(Duration::from_secs(5)),
         requests: vec![
             LoadRequest {

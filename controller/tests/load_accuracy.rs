@@ -54,6 +54,7 @@ async fn achieved_rate_is_within_one_percent_of_the_target_at_1k_and_10k_per_sec
             mode: Mode::Open { rate },
             duration: Duration::from_secs(3),
             connections,
+            max_connections: connections,
             timeout: Duration::from_secs(2),
             weights: vec![1],
         };

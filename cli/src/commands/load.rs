@@ -26,9 +26,15 @@ pub struct LoadArgs {
     /// How long to schedule requests, like `10s` or `2m`.
     #[arg(long, default_value = "10s")]
     pub duration: faultline_spec::Duration,
-    /// Most requests in flight, one per keep-alive connection.
+    /// Keep-alive connections opened up front, each with at most one request in flight.
     #[arg(long, default_value_t = 16)]
     pub connections: usize,
+    /// Open model: the most connections to open when a request is due and every open
+    /// one is busy (default `max(connections, min(ceil(rate × timeout), 512))`, as
+    /// `load.maxConnections`). Past it requests wait inside the generator, and the
+    /// report says how long.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
     /// HTTP method.
     #[arg(long, default_value = "GET")]
     pub method: String,
@@ -88,10 +94,19 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
         },
         (false, None) => return Err(InvalidInput("--rate is required".into()).into()),
     };
+    let max_connections = match (args.max_connections, args.rate) {
+        (Some(max), _) => max,
+        (None, Some(rate)) if !args.closed_loop => {
+            let connections = u32::try_from(args.connections).unwrap_or(u32::MAX);
+            faultline_spec::default_max_connections(connections, rate, args.timeout) as usize
+        }
+        (None, _) => args.connections,
+    };
     let config = LoadConfig {
         mode,
         duration: args.duration.0,
         connections: args.connections,
+        max_connections,
         timeout: args.timeout.0,
         weights: vec![1],
     };
@@ -110,7 +125,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     }
     .context("starting the tokio runtime")?;
     let report = runtime.block_on(async {
-        let transport = HttpTransport::new(vec![request], args.connections);
+        let transport = HttpTransport::new(vec![request], max_connections.max(args.connections));
         let measurements =
             std::sync::Arc::new(std::sync::RwLock::new(ClientMeasurements::new("target")));
         let cancel = CancellationToken::new();
@@ -192,6 +207,19 @@ fn print_human(out: &mut impl Write, args: &LoadArgs, r: &LoadReport) -> std::io
     )?;
     writeln!(out, "latency    {}", quantiles(&r.latency_ms))?;
     writeln!(out, "send lag   {}", quantiles(&r.send_lag_ms))?;
+    if r.target_rate.is_some() {
+        writeln!(out, "generator  delay {}", quantiles(&r.generator_delay_ms))?;
+        writeln!(
+            out,
+            "           {} delayed > 10 ms, {} waited over 10% of the timeout, {} expired unsent; connections {} up front, up to {}, peak {}",
+            r.delayed,
+            r.waited_long,
+            r.expired,
+            r.connections,
+            r.max_connections,
+            r.peak_connections
+        )?;
+    }
     Ok(())
 }
 

@@ -1,11 +1,11 @@
 //! The run itself: dispatcher, connection workers, batching of measurements, report.
 
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -14,7 +14,7 @@ use super::LoadError;
 use super::schedule::{RequestMix, Schedule};
 use super::stats::{LoadReport, LoadStats, Outcome, Sample};
 use super::transport::{HttpRequest, HttpTransport, Transport};
-use crate::slo::client::ClientMeasurements;
+use crate::slo::client::{Backlog, ClientMeasurements, Waiting};
 
 /// Most connections one run may use; far above what the open model needs on one
 /// machine, and a bound on the number of tasks.
@@ -40,8 +40,11 @@ pub struct LoadConfig {
     pub mode: Mode,
     /// How long requests are scheduled (open) or sent (closed).
     pub duration: Duration,
-    /// Most requests in flight at once, one per connection.
+    /// Connections (workers, each with at most one request in flight) opened up front.
     pub connections: usize,
+    /// Open model: the most connections the generator may open when a request is due
+    /// and every open one is busy. At least `connections`; the closed loop ignores it.
+    pub max_connections: usize,
     /// Per-request deadline, counted from the scheduled time; past it the request is a
     /// timeout error.
     pub timeout: Duration,
@@ -74,17 +77,19 @@ impl LoadConfig {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let connections = load.connections as usize;
+        let max_connections = load.max_connections as usize;
         let config = LoadConfig {
             mode: Mode::Open {
                 rate: load.rate.as_per_second(),
             },
             duration,
             connections,
+            max_connections,
             timeout: load.timeout.0,
             weights: load.requests.iter().map(|r| r.weight).collect(),
         };
         config.check()?;
-        Ok((config, HttpTransport::new(requests, connections)))
+        Ok((config, HttpTransport::new(requests, max_connections)))
     }
 
     fn check(&self) -> Result<(), LoadError> {
@@ -92,6 +97,14 @@ impl LoadConfig {
             return Err(LoadError::InvalidConfig(format!(
                 "connections must be between 1 and {MAX_CONNECTIONS}, got {}",
                 self.connections
+            )));
+        }
+        if self.mode != Mode::Closed
+            && (self.max_connections < self.connections || self.max_connections > MAX_CONNECTIONS)
+        {
+            return Err(LoadError::InvalidConfig(format!(
+                "max connections must be between connections ({}) and {MAX_CONNECTIONS}, got {}",
+                self.connections, self.max_connections
             )));
         }
         if self.timeout.is_zero() {
@@ -156,6 +169,13 @@ struct Shared<T> {
     notify: Notify,
     /// Latest start of a request, nanoseconds after `start`.
     last_start_ns: AtomicU64,
+    /// Open model: workers spawned so far (never fewer: a connection, once open, stays).
+    open: AtomicUsize,
+    /// Open model: workers waiting for a request, including woken ones that have not
+    /// claimed theirs yet.
+    idle: AtomicUsize,
+    /// Open model: the most workers the dispatcher may spawn.
+    max_connections: usize,
     stats: LoadStats,
     cancel: CancellationToken,
 }
@@ -177,7 +197,7 @@ pub fn start<T: Transport>(
     };
     let mix = RequestMix::try_new(&config.weights)?;
     let cancel = cancel.child_token();
-    let stats = LoadStats::new(measurements);
+    let stats = LoadStats::new(measurements, config.timeout);
     let start = Instant::now();
     let shared = Arc::new(Shared {
         transport,
@@ -192,9 +212,19 @@ pub fn start<T: Transport>(
         finished: AtomicBool::new(false),
         notify: Notify::new(),
         last_start_ns: AtomicU64::new(0),
+        open: AtomicUsize::new(config.connections),
+        idle: AtomicUsize::new(0),
+        max_connections: config.max_connections.max(config.connections),
         stats: stats.clone(),
         cancel: cancel.clone(),
     });
+    if shared.schedule.is_some() {
+        stats
+            .measurements
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_backlog(Arc::new(Queue(Arc::downgrade(&shared))));
+    }
     let driver = runtime.spawn(drive(shared, config.connections));
     Ok(LoadHandle {
         stats,
@@ -209,35 +239,58 @@ async fn drive<T: Transport>(
     connections: usize,
 ) -> Result<LoadReport, LoadError> {
     let mut tasks = JoinSet::new();
+    // The dispatcher asks for more workers through this channel, so that every task
+    // stays in the one `JoinSet` this function owns.
+    let (grow_tx, mut grow_rx) = mpsc::unbounded_channel::<usize>();
     if let Some(schedule) = shared.schedule {
-        tasks.spawn(dispatch(Arc::clone(&shared), schedule, connections));
+        tasks.spawn(dispatch(Arc::clone(&shared), schedule, grow_tx));
         for _ in 0..connections {
             tasks.spawn(open_worker(Arc::clone(&shared), schedule));
         }
     } else {
+        drop(grow_tx);
         for _ in 0..connections {
             tasks.spawn(closed_worker(Arc::clone(&shared)));
         }
     }
     let mut failure = None;
-    while let Some(r) = tasks.join_next().await {
-        if let Err(e) = r {
-            // Stop the others: a report missing one worker's requests would lie.
-            shared.cancel.cancel();
-            failure.get_or_insert(e.to_string());
+    let mut growing = true;
+    loop {
+        tokio::select! {
+            biased;
+            more = grow_rx.recv(), if growing => match (more, shared.schedule) {
+                (Some(n), Some(schedule)) => {
+                    for _ in 0..n {
+                        tasks.spawn(open_worker(Arc::clone(&shared), schedule));
+                    }
+                }
+                // The dispatcher is done: nothing more to open.
+                _ => growing = false,
+            },
+            r = tasks.join_next() => match r {
+                None => break,
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    // Stop the others: a report missing one worker's requests would lie.
+                    shared.cancel.cancel();
+                    failure.get_or_insert(e.to_string());
+                }
+            },
         }
     }
     if let Some(e) = failure {
         return Err(LoadError::TaskFailed(e));
     }
-    Ok(report(&shared))
+    Ok(report(&shared, connections))
 }
 
-fn report<T>(shared: &Shared<T>) -> LoadReport {
+fn report<T>(shared: &Shared<T>, connections: usize) -> LoadReport {
     let elapsed = shared.start.elapsed();
     let stats = &shared.stats;
     let counts = stats.counts();
     let (started, send_lag_ms) = stats.send_lag();
+    let delay = stats.generator_delay();
+    let open_model = shared.schedule.is_some();
     let (mode, target_rate, scheduled, achieved_rate) = match shared.schedule {
         Some(s) => {
             let last = Duration::from_nanos(shared.last_start_ns.load(Ordering::Acquire));
@@ -271,6 +324,21 @@ fn report<T>(shared: &Shared<T>) -> LoadReport {
         errors: counts.errors(),
         latency_ms: stats.latency(),
         send_lag_ms,
+        connections,
+        max_connections: if open_model {
+            shared.max_connections
+        } else {
+            connections
+        },
+        peak_connections: if open_model {
+            shared.open.load(Ordering::Acquire)
+        } else {
+            connections
+        },
+        generator_delay_ms: delay.quantiles,
+        delayed: delay.delayed,
+        waited_long: delay.waited_long,
+        expired: delay.expired,
         seconds: stats.series(),
     }
 }
@@ -278,7 +346,15 @@ fn report<T>(shared: &Shared<T>) -> LoadReport {
 /// Releases requests as they fall due. Sleeping until the next due time means one
 /// wake-up per request at low rates and, because tokio's timer has millisecond
 /// resolution, one wake-up per millisecond releasing a batch at high rates.
-async fn dispatch<T: Transport>(shared: Arc<Shared<T>>, schedule: Schedule, connections: usize) {
+///
+/// After each release, if more requests are waiting than workers are idle, it asks
+/// `grow` for that many more workers, up to `max_connections` open in all: the open
+/// model, not the pool, decides how many requests are in flight.
+async fn dispatch<T: Transport>(
+    shared: Arc<Shared<T>>,
+    schedule: Schedule,
+    grow: mpsc::UnboundedSender<usize>,
+) {
     let total = schedule.total();
     let mut released = 0;
     loop {
@@ -287,10 +363,19 @@ async fn dispatch<T: Transport>(shared: Arc<Shared<T>>, schedule: Schedule, conn
             shared.released.store(due, Ordering::Release);
             // Wake one idle worker per new request; busy workers pick up further
             // requests without being woken.
-            for _ in 0..(due - released).min(connections as u64) {
+            let open = shared.open.load(Ordering::Acquire);
+            for _ in 0..(due - released).min(open as u64) {
                 shared.notify.notify_one();
             }
             released = due;
+            let waiting = due.saturating_sub(shared.next.load(Ordering::Acquire));
+            let idle = shared.idle.load(Ordering::Acquire) as u64;
+            let more = growth(waiting, idle, open, shared.max_connections);
+            if more > 0 {
+                shared.open.fetch_add(more, Ordering::AcqRel);
+                // The receiver lives as long as the run; if it is gone, the run is over.
+                let _ = grow.send(more);
+            }
         }
         if released >= total {
             break;
@@ -364,6 +449,41 @@ impl Batch {
     }
 }
 
+/// The open model's queue as the SLO engine sees it: released requests no worker has
+/// taken yet. Weak, so the measurements do not keep a finished run alive.
+struct Queue<T>(Weak<Shared<T>>);
+
+impl<T: Transport> Backlog for Queue<T> {
+    fn waiting_between(&self, from: SystemTime, to: SystemTime) -> Waiting {
+        let Some(shared) = self.0.upgrade() else {
+            return Waiting::default();
+        };
+        let Some(schedule) = shared.schedule else {
+            return Waiting::default();
+        };
+        let released = shared.released.load(Ordering::Acquire);
+        let next = shared.next.load(Ordering::Acquire).min(released);
+        // Requests scheduled strictly before `t`.
+        let before = |t: SystemTime| match t.duration_since(shared.start_wall) {
+            Ok(d) if !d.is_zero() => schedule.due(d - Duration::from_nanos(1)),
+            _ => 0,
+        };
+        let first = before(from).max(next);
+        let count = before(to).min(released).saturating_sub(first);
+        Waiting {
+            count,
+            oldest: (count > 0).then(|| shared.wall(schedule.offset(first))),
+        }
+    }
+}
+
+/// How many workers to open: one per released request no idle worker will take, as
+/// far as `max_connections` allows.
+pub(super) fn growth(waiting: u64, idle: u64, open: usize, max_connections: usize) -> usize {
+    let short = usize::try_from(waiting.saturating_sub(idle)).unwrap_or(usize::MAX);
+    short.min(max_connections.saturating_sub(open))
+}
+
 impl<T> Shared<T> {
     /// Claims the next released request, if any.
     fn claim(&self) -> Option<u64> {
@@ -393,22 +513,35 @@ async fn open_worker<T: Transport>(shared: Arc<Shared<T>>, schedule: Schedule) {
             None => {
                 let mut notified = pin!(shared.notify.notified());
                 notified.as_mut().enable();
+                // Counted idle from before the second look, so the dispatcher never
+                // sees a worker that is about to wait as busy and opens one too many
+                // rather than one too few.
+                shared.idle.fetch_add(1, Ordering::AcqRel);
                 // Check again now that a wake-up cannot be missed.
                 match shared.claim() {
-                    Some(i) => i,
+                    Some(i) => {
+                        shared.idle.fetch_sub(1, Ordering::AcqRel);
+                        i
+                    }
                     None => {
                         if shared.finished.load(Ordering::Acquire)
                             && shared.next.load(Ordering::Acquire)
                                 >= shared.released.load(Ordering::Acquire)
                         {
+                            shared.idle.fetch_sub(1, Ordering::AcqRel);
                             break;
                         }
                         batch.flush(&shared.stats);
-                        tokio::select! {
+                        let woken = tokio::select! {
                             biased;
-                            _ = shared.cancel.cancelled() => break,
-                            _ = notified => continue,
+                            _ = shared.cancel.cancelled() => false,
+                            _ = notified => true,
+                        };
+                        shared.idle.fetch_sub(1, Ordering::AcqRel);
+                        if woken {
+                            continue;
                         }
+                        break;
                     }
                 }
             }
@@ -424,6 +557,7 @@ async fn open_worker<T: Transport>(shared: Arc<Shared<T>>, schedule: Schedule) {
                 scheduled: shared.wall(offset),
                 latency: shared.timeout,
                 send_lag: None,
+                waited: Some(begin.duration_since(scheduled)),
                 outcome: Outcome::Timeout,
             }
         } else {
@@ -442,10 +576,12 @@ async fn open_worker<T: Transport>(shared: Arc<Shared<T>>, schedule: Schedule) {
             } else {
                 outcome
             };
+            let waited = begin.saturating_duration_since(scheduled);
             Sample {
                 scheduled: shared.wall(offset),
                 latency: end.duration_since(scheduled),
-                send_lag: Some(begin.saturating_duration_since(scheduled)),
+                send_lag: Some(waited),
+                waited: Some(waited),
                 outcome,
             }
         };
@@ -478,6 +614,7 @@ async fn closed_worker<T: Transport>(shared: Arc<Shared<T>>) {
                 scheduled: shared.wall(begin.duration_since(shared.start)),
                 latency: end.duration_since(begin),
                 send_lag: Some(Duration::ZERO),
+                waited: None,
                 outcome,
             },
             &shared.stats,

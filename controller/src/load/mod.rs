@@ -6,12 +6,18 @@
 //!   and, on each wake-up, releases every request due so far; at high rates tokio's
 //!   millisecond timer makes that a batch per millisecond instead of one timer per
 //!   request.
-//! - `connections` worker tasks each own at most one request in flight, which bounds the
-//!   concurrency. A released request waits for a free worker; its latency still counts
-//!   from its *scheduled* time, so a stalled server shows up as high latency rather than
-//!   as fewer samples. A request whose deadline (scheduled time + timeout) passes before
-//!   a worker is free is recorded as a timeout without being sent, which also bounds the
-//!   backlog to `rate * timeout`.
+//! - `connections` worker tasks (connections) are opened up front; each owns at most one
+//!   request in flight. When requests are released and no worker is idle, the
+//!   dispatcher opens more, up to `max_connections` (k6's `preAllocatedVUs` and
+//!   `maxVUs`). Only past that does a released request wait for a free worker; its
+//!   latency still counts from its *scheduled* time, so a stalled server shows up as
+//!   high latency rather than as fewer samples. A request whose deadline (scheduled
+//!   time + timeout) passes before a worker is free is recorded as a timeout without
+//!   being sent (expired, k6's `dropped_iterations`), which also bounds the backlog to
+//!   `rate * timeout`.
+//! - Every open-model request's *generator delay* (scheduled time until a worker took
+//!   it) is recorded per second next to its latency, so client SLOs can refuse to judge
+//!   windows the generator itself distorted ([`crate::slo::client`]).
 //! - The mix entry of request `k` is fixed by smooth weighted round-robin
 //!   ([`schedule::RequestMix`]).
 //! - Results go, live, into the SLO engine's
@@ -33,11 +39,12 @@
 //! use tokio_util::sync::CancellationToken;
 //!
 //! let request = HttpRequest::new("GET", "http://127.0.0.1:8080", "/", vec![], None)?;
-//! let transport = HttpTransport::new(vec![request], 16);
+//! let transport = HttpTransport::new(vec![request], 256);
 //! let config = LoadConfig {
 //!     mode: Mode::Open { rate: 500.0 },
 //!     duration: Duration::from_secs(10),
 //!     connections: 16,
+//!     max_connections: 256,
 //!     timeout: Duration::from_secs(2),
 //!     weights: vec![1],
 //! };
@@ -55,7 +62,9 @@ pub mod stats;
 pub mod transport;
 
 pub use generator::{LoadConfig, LoadHandle, Mode, start};
-pub use stats::{LoadReport, LoadStats, Outcome, OutcomeCounts, Quantiles, SecondReport};
+pub use stats::{
+    GeneratorDelay, LoadReport, LoadStats, Outcome, OutcomeCounts, Quantiles, SecondReport,
+};
 pub use transport::{HttpRequest, HttpTransport, Transport};
 
 #[cfg(doc)]

@@ -14,7 +14,10 @@ use std::time::{Duration, SystemTime};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::slo::client::{ClientMeasurements, MAX_LATENCY_US, new_latency_histogram};
+use crate::slo::client::{
+    ClientMeasurements, MAX_LATENCY_US, TAINT_DELAY_FLOOR, TAINT_WAIT_SHARE_OF_TIMEOUT,
+    new_delay_histogram, new_latency_histogram,
+};
 use crate::slo::unix_ms;
 
 /// How one request ended.
@@ -88,6 +91,9 @@ pub(crate) struct Sample {
     /// From the scheduled time to the moment the request started; `None` when it never
     /// started because its deadline passed while it waited for a connection.
     pub send_lag: Option<Duration>,
+    /// Open model: the generator delay, from the scheduled time until a connection took
+    /// the request, or until the generator gave up on it (then `send_lag` is `None`).
+    pub waited: Option<Duration>,
     pub outcome: Outcome,
 }
 
@@ -98,6 +104,27 @@ pub(crate) struct Totals {
     pub send_lag_us: Histogram<u64>,
     /// Requests that started (were written to a connection).
     pub started: u64,
+    /// Generator delay of every open-model request (microseconds).
+    pub generator_delay_us: Histogram<u64>,
+    /// Requests delayed by more than [`TAINT_DELAY_FLOOR`].
+    pub delayed: u64,
+    /// Requests that waited over [`TAINT_WAIT_SHARE_OF_TIMEOUT`] of their timeout.
+    pub waited_long: u64,
+    /// Requests that expired inside the generator unsent.
+    pub expired: u64,
+}
+
+/// What the load generator did to the requests themselves, over the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GeneratorDelay {
+    /// Generator delay quantiles (scheduled time to a connection taking the request).
+    pub quantiles: Quantiles,
+    /// Requests delayed by more than [`TAINT_DELAY_FLOOR`].
+    pub delayed: u64,
+    /// Requests that waited over [`TAINT_WAIT_SHARE_OF_TIMEOUT`] of their timeout.
+    pub waited_long: u64,
+    /// Requests that expired inside the generator without being sent.
+    pub expired: u64,
 }
 
 /// Live view of a running load: cheap to clone, readable at any time from any task.
@@ -108,6 +135,9 @@ pub(crate) struct Totals {
 pub struct LoadStats {
     pub(crate) totals: Arc<Mutex<Totals>>,
     pub(crate) measurements: Arc<RwLock<ClientMeasurements>>,
+    /// A generator delay above this is a long wait ([`TAINT_WAIT_SHARE_OF_TIMEOUT`] of
+    /// the request timeout).
+    long_wait: Duration,
 }
 
 impl std::fmt::Debug for LoadStats {
@@ -163,6 +193,14 @@ pub struct SecondReport {
     pub counts: OutcomeCounts,
     /// Latency from scheduled send time, milliseconds.
     pub latency_ms: Quantiles,
+    /// Generator delay (scheduled time until a connection took the request),
+    /// milliseconds; all zero in the closed loop.
+    pub generator_delay_ms: Quantiles,
+    /// Requests that waited over [`TAINT_WAIT_SHARE_OF_TIMEOUT`] of their timeout inside
+    /// the generator, expired ones included.
+    pub waited_long: u64,
+    /// Requests that expired inside the generator without being sent.
+    pub expired: u64,
 }
 
 pub(crate) fn micros(d: Duration) -> u64 {
@@ -172,7 +210,7 @@ pub(crate) fn micros(d: Duration) -> u64 {
 }
 
 impl LoadStats {
-    pub(crate) fn new(measurements: Arc<RwLock<ClientMeasurements>>) -> Self {
+    pub(crate) fn new(measurements: Arc<RwLock<ClientMeasurements>>, timeout: Duration) -> Self {
         LoadStats {
             totals: Arc::new(Mutex::new(Totals {
                 counts: OutcomeCounts::default(),
@@ -180,8 +218,13 @@ impl LoadStats {
                 latency_us: new_latency_histogram(),
                 send_lag_us: new_latency_histogram(),
                 started: 0,
+                generator_delay_us: new_delay_histogram(),
+                delayed: 0,
+                waited_long: 0,
+                expired: 0,
             })),
             measurements,
+            long_wait: timeout.mul_f64(TAINT_WAIT_SHARE_OF_TIMEOUT),
         }
     }
 
@@ -202,6 +245,14 @@ impl LoadStats {
                 .unwrap_or_else(PoisonError::into_inner);
             for s in batch {
                 m.record(s.scheduled, s.latency, !s.outcome.is_error());
+                if let Some(waited) = s.waited {
+                    m.record_delay(
+                        s.scheduled,
+                        waited,
+                        waited > self.long_wait,
+                        s.send_lag.is_none(),
+                    );
+                }
             }
         }
         let mut t = self.lock();
@@ -215,6 +266,12 @@ impl LoadStats {
             if let Some(lag) = s.send_lag {
                 t.started += 1;
                 t.send_lag_us.saturating_record(micros(lag));
+            }
+            if let Some(waited) = s.waited {
+                t.generator_delay_us.saturating_record(micros(waited));
+                t.delayed += u64::from(waited > TAINT_DELAY_FLOOR);
+                t.waited_long += u64::from(waited > self.long_wait);
+                t.expired += u64::from(s.send_lag.is_none());
             }
         }
     }
@@ -244,24 +301,43 @@ impl LoadStats {
         self.lock().seconds.iter().map(|(s, c)| (*s, *c)).collect()
     }
 
-    /// The per-second series with latency quantiles (joined with the SLO engine's
-    /// per-second histograms).
+    /// The per-second series with latency and generator-delay quantiles (joined with
+    /// the SLO engine's per-second histograms).
     pub fn series(&self) -> Vec<SecondReport> {
         let seconds = self.seconds();
         let m = self
             .measurements
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        let hist: BTreeMap<i64, Quantiles> = m
+        let hist: BTreeMap<i64, SecondReport> = m
             .seconds()
-            .map(|(s, c)| (s, Quantiles::of(&c.latency_us)))
+            .map(|(s, c)| {
+                (
+                    s,
+                    SecondReport {
+                        unix_second: s,
+                        counts: OutcomeCounts::default(),
+                        latency_ms: Quantiles::of(&c.latency_us),
+                        generator_delay_ms: Quantiles::of(&c.generator_delay_us),
+                        waited_long: c.waited_long,
+                        expired: c.expired,
+                    },
+                )
+            })
             .collect();
         seconds
             .into_iter()
-            .map(|(s, counts)| SecondReport {
-                unix_second: s,
-                counts,
-                latency_ms: hist.get(&s).copied().unwrap_or_default(),
+            .map(|(s, counts)| {
+                let mut r = hist.get(&s).cloned().unwrap_or(SecondReport {
+                    unix_second: s,
+                    counts,
+                    latency_ms: Quantiles::default(),
+                    generator_delay_ms: Quantiles::default(),
+                    waited_long: 0,
+                    expired: 0,
+                });
+                r.counts = counts;
+                r
             })
             .collect()
     }
@@ -275,6 +351,17 @@ impl LoadStats {
     pub(crate) fn send_lag(&self) -> (u64, Quantiles) {
         let t = self.lock();
         (t.started, Quantiles::of(&t.send_lag_us))
+    }
+
+    /// How long requests waited inside the generator so far, and how many expired there.
+    pub fn generator_delay(&self) -> GeneratorDelay {
+        let t = self.lock();
+        GeneratorDelay {
+            quantiles: Quantiles::of(&t.generator_delay_us),
+            delayed: t.delayed,
+            waited_long: t.waited_long,
+            expired: t.expired,
+        }
     }
 }
 
@@ -307,6 +394,24 @@ pub struct LoadReport {
     /// How late requests started relative to their schedule, milliseconds: waiting for a
     /// free connection, or the generator falling behind.
     pub send_lag_ms: Quantiles,
+    /// Connections opened up front.
+    pub connections: usize,
+    /// The most connections the generator could open (open model).
+    pub max_connections: usize,
+    /// The most connections that were open at once.
+    pub peak_connections: usize,
+    /// Generator delay, milliseconds: from the scheduled time until a connection took
+    /// the request (or the generator gave up on it), expired requests included.
+    pub generator_delay_ms: Quantiles,
+    /// Requests the generator delayed by more than its 10 ms floor
+    /// ([`TAINT_DELAY_FLOOR`]).
+    pub delayed: u64,
+    /// Requests that waited over [`TAINT_WAIT_SHARE_OF_TIMEOUT`] of their timeout inside
+    /// the generator, expired ones included.
+    pub waited_long: u64,
+    /// Requests that expired inside the generator without being sent (k6's
+    /// `dropped_iterations`); they count as timeouts too.
+    pub expired: u64,
     /// The per-second series.
     pub seconds: Vec<SecondReport>,
 }
@@ -341,13 +446,14 @@ mod tests {
     #[test]
     fn recorded_batches_fill_both_the_class_series_and_the_slo_measurements() {
         let m = Arc::new(RwLock::new(ClientMeasurements::new("gateway")));
-        let stats = LoadStats::new(Arc::clone(&m));
+        let stats = LoadStats::new(Arc::clone(&m), Duration::from_secs(1));
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         let batch: Vec<Sample> = (0..10)
             .map(|i| Sample {
                 scheduled: t0 + Duration::from_millis(200 * i),
                 latency: Duration::from_millis(10 * (i + 1)),
                 send_lag: Some(Duration::from_micros(5)),
+                waited: Some(Duration::from_micros(5)),
                 outcome: if i == 9 {
                     Outcome::Timeout
                 } else {

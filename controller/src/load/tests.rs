@@ -70,6 +70,7 @@ fn open(rate: f64, secs: u64, connections: usize, timeout_ms: u64) -> LoadConfig
         mode: Mode::Open { rate },
         duration: Duration::from_secs(secs),
         connections,
+        max_connections: connections,
         timeout: Duration::from_millis(timeout_ms),
         weights: vec![1],
     }
@@ -183,6 +184,9 @@ async fn requests_that_wait_past_their_deadline_are_timeouts_without_being_sent(
     // 2 s, when 92..=99 have expired too.
     assert_eq!(*server.0.lock().unwrap(), 2);
     assert_eq!(report.started, 2);
+    // The other 98 expired inside the generator, like k6's dropped iterations.
+    assert_eq!(report.expired, 98);
+    assert_eq!(report.waited_long, 98 + 1);
     assert_eq!(report.counts.requests, 100);
     // The two that were sent answered after their deadline: timeouts as well.
     assert_eq!(report.counts.timeouts, 100);
@@ -269,6 +273,7 @@ async fn closed_loop_keeps_every_connection_busy_for_the_duration() {
         mode: Mode::Closed,
         duration: Duration::from_secs(1),
         connections: 4,
+        max_connections: 4,
         timeout: Duration::from_secs(1),
         weights: vec![1],
     };
@@ -294,6 +299,13 @@ fn invalid_configurations_are_refused_with_a_reason() {
         let server = FakeServer::new(Duration::from_millis(1), None);
         for (config, needle) in [
             (open(100.0, 1, 0, 100), "connections"),
+            (
+                LoadConfig {
+                    max_connections: 1,
+                    ..open(100.0, 1, 2, 100)
+                },
+                "max connections",
+            ),
             (open(0.0, 1, 1, 100), "rate"),
             (open(100.0, 1, 1, 0), "timeout"),
             (
@@ -354,6 +366,7 @@ fn an_experiment_load_section_becomes_a_config_and_http_mix() {
         target: LoadTarget::Service("gateway".into()),
         rate: Rate::per_second(200.0).unwrap(),
         connections: 16,
+        max_connections: 64,
         timeout: faultline_spec::Duration::from_millis(1500),
         requests: vec![
             LoadRequest {
@@ -389,4 +402,157 @@ fn an_experiment_load_section_becomes_a_config_and_http_mix() {
     );
     assert_eq!(r[1].url, "http://127.0.0.1:8080/api/orders/1");
     assert!(r[1].body.is_empty());
+}
+
+#[test]
+fn growth_opens_one_connection_per_request_no_idle_worker_takes_up_to_the_maximum() {
+    // Nothing waiting, or enough idle workers: nothing to open.
+    assert_eq!(generator::growth(0, 0, 4, 64), 0);
+    assert_eq!(generator::growth(3, 5, 4, 64), 0);
+    // Three more released than idle workers can take.
+    assert_eq!(generator::growth(5, 2, 4, 64), 3);
+    // Never past the maximum, and nothing once it is reached.
+    assert_eq!(generator::growth(100, 0, 60, 64), 4);
+    assert_eq!(generator::growth(100, 0, 64, 64), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn busy_connections_grow_the_pool_so_requests_leave_on_schedule() {
+    // 100 req/s at 400 ms each needs about 40 requests in flight; 4 are opened up front.
+    let server = FakeServer::new(Duration::from_millis(400), None);
+    let config = LoadConfig {
+        max_connections: 64,
+        ..open(100.0, 2, 4, 2000)
+    };
+    let report = start_unobserved(config, server.clone())
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let sends = server.sends();
+    assert_eq!(sends.len(), 200);
+    for (k, (at, _)) in sends.iter().enumerate() {
+        let due = Duration::from_millis(10 * k as u64);
+        assert!(
+            *at <= due + Duration::from_millis(1),
+            "request {k} due at {due:?} was sent at {at:?}"
+        );
+    }
+    assert!(
+        (40..=44).contains(&report.peak_connections),
+        "{} connections open at the peak",
+        report.peak_connections
+    );
+    assert_eq!((report.connections, report.max_connections), (4, 64));
+    assert_eq!(
+        (report.delayed, report.waited_long, report.expired),
+        (0, 0, 0)
+    );
+    assert!(report.generator_delay_ms.max <= 1.0, "{report:?}");
+    assert_eq!(report.counts.ok, 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_max_connections_requests_wait_and_the_wait_is_recorded_per_second() {
+    // 8 connections at 400 ms serve 20 req/s of the 100 asked for: the rest wait inside
+    // the generator until they expire at their 1 s timeout.
+    let server = FakeServer::new(Duration::from_millis(400), None);
+    let m = measurements();
+    let config = LoadConfig {
+        max_connections: 8,
+        ..open(100.0, 2, 4, 1000)
+    };
+    let report = start(
+        config,
+        server.clone(),
+        Arc::clone(&m),
+        CancellationToken::new(),
+    )
+    .unwrap()
+    .wait()
+    .await
+    .unwrap();
+    assert_eq!(report.peak_connections, 8);
+    assert_eq!(report.counts.requests, 200);
+    // Requests queue first in, first out, so each is sent with what is left of its
+    // deadline and times out: the wait, not the server, decided their fate.
+    assert_eq!(report.started + report.expired, 200);
+    assert!(report.waited_long >= 150, "{report:?}");
+    assert!(report.delayed >= report.waited_long);
+    assert!(report.generator_delay_ms.p50 >= 500.0, "{report:?}");
+    assert!(report.counts.ok <= 40, "{report:?}");
+    // The SLO engine sees the same figures per second.
+    let summary = m.read().unwrap().summary();
+    assert_eq!(summary.expired_requests, report.expired);
+    assert_eq!(summary.waited_long_requests, report.waited_long);
+    assert!(summary.generator_delay_ms["p50"] >= 500.0, "{summary:?}");
+    let per_second: u64 = report.seconds.iter().map(|s| s.waited_long).sum();
+    assert_eq!(per_second, report.waited_long);
+    assert!(
+        report
+            .seconds
+            .iter()
+            .any(|s| s.generator_delay_ms.max >= 500.0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn closed_loop_ignores_max_connections_and_records_no_generator_delay() {
+    let server = FakeServer::new(Duration::from_millis(10), None);
+    let config = LoadConfig {
+        mode: Mode::Closed,
+        max_connections: 0,
+        ..open(1.0, 1, 2, 1000)
+    };
+    let report = start_unobserved(config, server.clone())
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(report.peak_connections, 2);
+    assert_eq!(report.generator_delay_ms, Quantiles::default());
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_queued_inside_the_generator_make_client_slos_inconclusive_not_no_data() {
+    use crate::slo::SloStatus;
+    // One connection held 1 s per request: almost everything queues in the generator
+    // and nothing of the last seconds has finished, so there is nothing to judge, and
+    // the reason is the generator, not a silent system.
+    let server = Deaf(Arc::new(Mutex::new(0)));
+    let m = measurements();
+    let wall0 = std::time::SystemTime::now();
+    let run = start(
+        open(100.0, 5, 1, 5000),
+        server,
+        Arc::clone(&m),
+        CancellationToken::new(),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let kind = faultline_spec::SloKind::Latency {
+        service: "target".into(),
+        quantile: 0.99,
+        max: faultline_spec::Duration(Duration::from_secs(10)),
+    };
+    let at = wall0 + Duration::from_millis(2500);
+    let e = m
+        .read()
+        .unwrap()
+        .evaluate(&kind, Duration::from_secs(2), at)
+        .unwrap();
+    assert_eq!(e.status, SloStatus::Inconclusive, "{e:?}");
+    let g = e.evidence.generator.unwrap();
+    assert!(g.waiting >= 95, "{g:?}");
+    // The oldest of them had waited at least the half second before the window.
+    assert!(g.delay_ms >= 500.0, "{g:?}");
+    run.stop();
+    run.wait().await.unwrap();
+    // Once the run is over, nothing waits any more.
+    let e = m
+        .read()
+        .unwrap()
+        .evaluate(&kind, Duration::from_secs(2), at)
+        .unwrap();
+    assert_eq!(e.status, SloStatus::NoData, "{e:?}");
 }

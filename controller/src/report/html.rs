@@ -24,7 +24,7 @@ main{max-width:980px;margin:0 auto;padding:24px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 10px}
 .meta{color:#5b6673;font-size:13px}
 .badge{display:inline-block;padding:4px 12px;border-radius:12px;font-weight:700;color:#fff;text-transform:uppercase;font-size:13px;letter-spacing:.04em}
-.pass{background:#1f9d55}.fail{background:#d64545}.aborted{background:#d9822b}.error,.invalid{background:#7c5cbf}.nodata,.inconclusive{background:#7b8794}.skipped{background:#3b8ea5}
+.pass{background:#1f9d55}.fail{background:#d64545}.aborted{background:#d9822b}.error,.invalid{background:#7c5cbf}.nodata{background:#7b8794}.inconclusive{background:#8e44ad}.skipped{background:#3b8ea5}
 .verdict{background:#fff;border-radius:8px;padding:16px;margin:16px 0;box-shadow:0 1px 2px rgba(0,0,0,.08)}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:13px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
 th,td{text-align:left;padding:6px 10px;border-bottom:1px solid #e6e9ee;vertical-align:top}
@@ -122,6 +122,15 @@ pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
             slo.verdict.as_str(),
             esc(&slo.query)
         )?;
+        if let Some(t) = slo.worst_taint() {
+            writeln!(
+                h,
+                "<p class=\"meta\">Not judged in {} of {} measurements: {}; raise <code>load.maxConnections</code>.</p>",
+                slo.inconclusive().count(),
+                slo.samples.len(),
+                esc(&t.reason)
+            )?;
+        }
         h.push_str(&chart(report, slo));
         writeln!(h, "</figure>")?;
     }
@@ -139,11 +148,16 @@ pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
                 .map(|(n, v)| format!("{n}: {}", v.as_str()))
                 .collect::<Vec<_>>()
                 .join(", ");
+            let badge = if !s.passed && s.reason.is_none() && !s.inconclusive.is_empty() {
+                "<span class=\"badge inconclusive\">inconclusive</span>"
+            } else {
+                pass_badge(s.passed)
+            };
             writeln!(
                 h,
                 "<tr><td>steady state ({:.1}s)</td><td>{}</td><td>{}{}</td></tr>",
                 s.window_ms as f64 / 1000.0,
-                pass_badge(s.passed),
+                badge,
                 esc(&detail),
                 s.reason
                     .as_deref()
@@ -157,13 +171,22 @@ pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
                     "every SLO held again {:.1}s after the last fault ended",
                     ms as f64 / 1000.0
                 ),
+                None if r.not_recovered.is_empty() && !r.inconclusive.is_empty() => format!(
+                    "not judged, the load generator delayed requests of: {}",
+                    r.inconclusive.join(", ")
+                ),
                 None => format!("not recovered: {}", r.not_recovered.join(", ")),
+            };
+            let badge = if !r.passed && r.not_recovered.is_empty() && !r.inconclusive.is_empty() {
+                "<span class=\"badge inconclusive\">inconclusive</span>"
+            } else {
+                pass_badge(r.passed)
             };
             writeln!(
                 h,
                 "<tr><td>recovery (within {:.1}s)</td><td>{}</td><td>{}</td></tr>",
                 r.within_ms as f64 / 1000.0,
-                pass_badge(r.passed),
+                badge,
                 esc(&detail)
             )?;
         }
@@ -221,7 +244,7 @@ pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
     if let Some(load) = &report.load {
         writeln!(
             h,
-            "<h2>Load</h2>\n<table>\n<tr><th>requests</th><th>errors</th><th>achieved rate</th><th>latency (ms)</th></tr>"
+            "<h2>Load</h2>\n<table>\n<tr><th>requests</th><th>errors</th><th>achieved rate</th><th>latency (ms)</th><th>load generator</th></tr>"
         )?;
         let lat = load
             .latency_ms
@@ -231,12 +254,13 @@ pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
             .join(" · ");
         writeln!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{:.1}/s over {} s</td><td>{}</td></tr>\n</table>",
+            "<tr><td>{}</td><td>{}</td><td>{:.1}/s over {} s</td><td>{}</td><td>{}</td></tr>\n</table>",
             load.requests,
             load.errors,
             load.achieved_rate,
             load.seconds,
-            esc(&lat)
+            esc(&lat),
+            esc(&super::terminal::generator_line(load))
         )?;
     }
 
@@ -553,6 +577,15 @@ fn chart(report: &RunReport, slo: &SloReport) -> String {
                 let _ = write!(
                     s,
                     "<circle class=\"violation\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"#d64545\"><title>+{t:.1}s {}</title></circle>",
+                    x(*t),
+                    y(*v),
+                    esc(&unit.format(*v))
+                );
+            }
+            (Some(v), SloStatus::Inconclusive) => {
+                let _ = write!(
+                    s,
+                    "<circle class=\"inconclusive\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"#8e44ad\"><title>+{t:.1}s {} not judged (generator delay)</title></circle>",
                     x(*t),
                     y(*v),
                     esc(&unit.format(*v))

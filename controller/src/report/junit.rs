@@ -186,9 +186,14 @@ fn write_testsuite(x: &mut String, report: &RunReport) -> Result<(), ReportError
                 )?;
             }
             SloVerdict::Inconclusive => {
+                let figure = slo.worst_taint().map_or(String::new(), |t| {
+                    format!(" ({}; raise load.maxConnections)", t.reason)
+                });
                 let message = format!(
-                    "{}: not judged: the load generator delayed requests beyond its tolerance, so client-side measurements describe the generator, not the system",
-                    slo.name
+                    "{}: not judged in {} of {} measurements: the load generator delayed requests beyond its tolerance, so client-side measurements describe the generator, not the system{figure}",
+                    slo.name,
+                    slo.inconclusive().count(),
+                    slo.samples.len()
                 );
                 writeln!(
                     x,
@@ -305,6 +310,7 @@ fn sample_lines(started_ms: i64, slo: &super::SloReport) -> String {
                 SloStatus::Ok => "ok",
                 SloStatus::Violated => "VIOLATED",
                 SloStatus::NoData => "NO DATA",
+                SloStatus::Inconclusive => "INCONCLUSIVE (generator delay)",
             };
             format!(
                 "+{:.1}s  {value}  {status}",

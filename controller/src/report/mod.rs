@@ -19,7 +19,7 @@ use faultline_spec::wire::{ObservedEffect, ResolvedTarget};
 use faultline_spec::{FaultKind, Slo, SloKind, SloSource};
 use serde::{Deserialize, Serialize};
 
-use crate::slo::client::LoadSummary;
+use crate::slo::client::{GeneratorTaint, LoadSummary};
 use crate::slo::{Evaluation, SloStatus, Threshold};
 
 /// Version of the JSON report schema; bumped on incompatible changes.
@@ -249,11 +249,15 @@ pub enum SloVerdict {
 }
 
 impl SloVerdict {
-    /// The verdict over a set of judged measurements: any violation fails; otherwise
-    /// any missing measurement (or none at all) is `noData`; otherwise pass.
+    /// The verdict over a set of judged measurements: any violation fails (only
+    /// measurements the load generator did not distort can be violations); otherwise
+    /// any inconclusive measurement makes the SLO inconclusive; otherwise any missing
+    /// measurement (or none at all) is `noData`; otherwise pass.
     pub fn of(samples: &[Evaluation]) -> SloVerdict {
         if samples.iter().any(|e| e.status == SloStatus::Violated) {
             SloVerdict::Fail
+        } else if samples.iter().any(|e| e.status == SloStatus::Inconclusive) {
+            SloVerdict::Inconclusive
         } else if samples.is_empty() || samples.iter().any(|e| e.status == SloStatus::NoData) {
             SloVerdict::NoData
         } else {
@@ -343,6 +347,21 @@ impl SloReport {
             .iter()
             .filter(|e| e.status == SloStatus::Violated)
     }
+
+    /// Measurements not judged because the load generator distorted them.
+    pub fn inconclusive(&self) -> impl Iterator<Item = &Evaluation> {
+        self.samples
+            .iter()
+            .filter(|e| e.status == SloStatus::Inconclusive)
+    }
+
+    /// The worst generator distortion among the inconclusive measurements (the largest
+    /// generator delay), with its figures.
+    pub fn worst_taint(&self) -> Option<&GeneratorTaint> {
+        self.inconclusive()
+            .filter_map(|e| e.evidence.generator.as_ref())
+            .max_by(|a, b| a.delay_ms.total_cmp(&b.delay_ms))
+    }
 }
 
 /// The kind's name as written in experiment files.
@@ -388,6 +407,10 @@ pub struct CheckResult {
     /// Why it failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// SLOs that could not be judged because the load generator distorted their
+    /// client measurements; the check then neither passed nor failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inconclusive: Vec<String>,
 }
 
 /// The result of the recovery check.
@@ -406,6 +429,10 @@ pub struct RecoveryResult {
     /// SLOs that had not recovered in time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_recovered: Vec<String>,
+    /// SLOs whose recovery could not be judged because the load generator distorted
+    /// their client measurements (when nothing else failed, recovery is inconclusive).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inconclusive: Vec<String>,
 }
 
 /// The abort condition that stopped a run.
@@ -514,6 +541,7 @@ mod tests {
                 backend: "embedded".into(),
                 query: "q".into(),
                 detail: None,
+                generator: None,
             },
         }
     }
@@ -530,5 +558,21 @@ mod tests {
             SloVerdict::Fail
         );
         assert_eq!(SloVerdict::of(&[eval(SloStatus::Ok)]), SloVerdict::Pass);
+    }
+
+    #[test]
+    fn slo_verdict_fails_on_an_undistorted_violation_else_is_inconclusive_if_any_was_distorted() {
+        assert_eq!(
+            SloVerdict::of(&[eval(SloStatus::Inconclusive), eval(SloStatus::Violated)]),
+            SloVerdict::Fail
+        );
+        assert_eq!(
+            SloVerdict::of(&[eval(SloStatus::Ok), eval(SloStatus::Inconclusive)]),
+            SloVerdict::Inconclusive
+        );
+        assert_eq!(
+            SloVerdict::of(&[eval(SloStatus::NoData), eval(SloStatus::Inconclusive)]),
+            SloVerdict::Inconclusive
+        );
     }
 }

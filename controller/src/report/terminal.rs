@@ -78,6 +78,18 @@ pub fn summary(report: &RunReport, color: bool) -> String {
             worst
         );
     }
+    for slo in &report.slos {
+        if let Some(t) = slo.worst_taint() {
+            let _ = writeln!(
+                out,
+                "  {}: not judged in {} of {} measurements: {}",
+                slo.name,
+                slo.inconclusive().count(),
+                slo.samples.len(),
+                t.reason
+            );
+        }
+    }
     if !report.faults.is_empty() {
         let _ = writeln!(out);
         let _ = writeln!(
@@ -110,6 +122,10 @@ pub fn summary(report: &RunReport, color: bool) -> String {
             r.within_ms as f64 / 1000.0,
             match r.recovered_after_ms {
                 Some(ms) => format!("recovered after {:.1}s", ms as f64 / 1000.0),
+                None if r.not_recovered.is_empty() && !r.inconclusive.is_empty() => format!(
+                    "INCONCLUSIVE (generator delay: {})",
+                    r.inconclusive.join(", ")
+                ),
                 None => format!("NOT recovered ({})", r.not_recovered.join(", ")),
             }
         );
@@ -125,6 +141,7 @@ pub fn summary(report: &RunReport, color: bool) -> String {
                 .get("p99")
                 .map_or("n/a".to_string(), |v| format!("{v:.1}ms"))
         );
+        let _ = writeln!(out, "  generator: {}", generator_line(load));
     }
     let _ = writeln!(out);
     let outcome = report.verdict.outcome;
@@ -190,6 +207,31 @@ pub fn suite_table(index: &super::suite::SuiteIndex, color: bool) -> String {
     out
 }
 
+/// `delay p99 0.4ms, max 2.1ms; 0 delayed > 10ms, 0 expired; connections 16..=256, peak 38`.
+pub fn generator_line(load: &crate::slo::client::LoadSummary) -> String {
+    let q = |k: &str| {
+        load.generator_delay_ms
+            .get(k)
+            .map_or("n/a".to_string(), |v| format!("{v:.1}ms"))
+    };
+    let mut line = format!(
+        "delay p99 {}, max {}; {} delayed > {}ms, {} waited long, {} expired unsent",
+        q("p99"),
+        q("max"),
+        load.delayed_requests,
+        crate::slo::client::TAINT_DELAY_FLOOR.as_millis(),
+        load.waited_long_requests,
+        load.expired_requests
+    );
+    if let (Some(c), Some(max)) = (load.connections, load.max_connections) {
+        let _ = write!(line, "; connections {c} up front, up to {max}");
+        if let Some(peak) = load.peak_connections {
+            let _ = write!(line, ", peak {peak}");
+        }
+    }
+    line
+}
+
 fn truncate(s: &str, width: usize) -> String {
     if s.chars().count() <= width {
         s.to_string()
@@ -242,6 +284,7 @@ pub fn status_line(state: &LiveState, color: bool) -> String {
             SloStatus::Ok => paint(color, "32", "ok"),
             SloStatus::Violated => paint(color, "31", "VIOLATED"),
             SloStatus::NoData => paint(color, "33", "no data"),
+            SloStatus::Inconclusive => paint(color, "35", "inconclusive"),
         };
         let _ = write!(line, " · {} {value} {status}", sli.name);
     }

@@ -746,9 +746,23 @@ async fn execute(
         // Steady state, just before the first fault.
         if !steady_done && elapsed + Duration::from_millis(50) >= steady_at {
             steady_done = true;
-            let result = steady_state(experiment, &backends, elapsed, at).await;
+            let (result, taint) = steady_state(experiment, &backends, elapsed, at).await;
             let passed = result.passed;
+            let judged = result.reason.is_some();
+            let unsure = result.inconclusive.join(", ");
             run.report.steady_state = Some(result);
+            if !passed && !judged {
+                // Only generator-distorted SLOs stood in the way: the steady state was
+                // neither shown nor refuted, so injecting would earn no verdict either.
+                failure = Some((
+                    Outcome::Inconclusive,
+                    format!(
+                        "steady state could not be judged, nothing was injected: client SLOs {unsure} were distorted by the load generator ({}); raise load.maxConnections",
+                        taint.unwrap_or_default()
+                    ),
+                ));
+                break;
+            }
             if !passed {
                 let why = run
                     .report
@@ -778,8 +792,9 @@ async fn execute(
                 }
                 let since = t_end.elapsed();
                 if recovery.is_none() && since + Duration::from_millis(50) >= config.tick {
-                    let not_holding = recovery_holds(experiment, &backends, at, since).await;
-                    if not_holding.is_empty() && recovered_at.is_none() {
+                    let (not_holding, unsure) =
+                        recovery_holds(experiment, &backends, at, since).await;
+                    if not_holding.is_empty() && unsure.is_empty() && recovered_at.is_none() {
                         recovered_at = Some(since);
                     }
                     if recovered_at.is_some() || since + Duration::from_millis(50) >= within {
@@ -789,6 +804,7 @@ async fn execute(
                             last_fault_ended_ms: t_end_ms,
                             recovered_after_ms: recovered_at.map(ms),
                             not_recovered: not_holding,
+                            inconclusive: unsure,
                         });
                     }
                 }
@@ -809,19 +825,23 @@ async fn execute(
     }
     stop.cancel();
     while tasks.join_next().await.is_some() {}
+    let mut generator = None;
     if let Some(h) = load_handle {
         h.stop();
-        if let Ok(r) = h.wait().await {
-            let _ = r;
-        }
+        generator = h.wait().await.ok();
     }
     if let Some(c) = &backends.client {
-        run.report.load = Some(
-            c.measurements()
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .summary(),
-        );
+        let mut summary = c
+            .measurements()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .summary();
+        if let Some(r) = generator {
+            summary.connections = Some(r.connections as u64);
+            summary.max_connections = Some(r.max_connections as u64);
+            summary.peak_connections = Some(r.peak_connections as u64);
+        }
+        run.report.load = Some(summary);
     }
     run.report.faults = ledger.applications();
     run.enter(Phase::Verdict);
@@ -841,6 +861,7 @@ async fn execute(
             last_fault_ended_ms: t_end,
             recovered_after_ms: None,
             not_recovered: vec!["the run ended before recovery could be judged".into()],
+            inconclusive: Vec::new(),
         });
     }
     run.report.recovery = recovery;
@@ -848,7 +869,7 @@ async fn execute(
     let (outcome, reason) = match failure {
         Some((outcome, reason)) => {
             let failing = failing_slos(&run.report.slos);
-            if failing.is_empty() || outcome == Outcome::Error {
+            if failing.is_empty() || matches!(outcome, Outcome::Error | Outcome::Inconclusive) {
                 (outcome, reason)
             } else {
                 (
@@ -875,6 +896,7 @@ fn no_data(kind: &SloKind, at: SystemTime, backend: &str, why: String) -> Evalua
             backend: backend.to_string(),
             query: crate::slo::promql::query_text(kind, Duration::from_secs(0)),
             detail: Some(why),
+            generator: None,
         },
     )
 }
@@ -886,16 +908,36 @@ fn failing_slos(slos: &[SloReport]) -> Vec<String> {
         .collect()
 }
 
+/// The verdict once the run went its course: a failure earned on undistorted data wins;
+/// then SLOs (or a recovery) the load generator distorted make the run inconclusive;
+/// otherwise it passed.
 fn verdict(report: &RunReport) -> (Outcome, String) {
-    let failing = failing_slos(&report.slos);
+    let failing: Vec<String> = report
+        .slos
+        .iter()
+        .filter(|s| matches!(s.verdict, SloVerdict::Fail | SloVerdict::NoData))
+        .map(|s| format!("{} ({})", s.name, s.verdict.as_str()))
+        .collect();
+    let unjudged: Vec<&SloReport> = report
+        .slos
+        .iter()
+        .filter(|s| s.verdict == SloVerdict::Inconclusive)
+        .collect();
     if !failing.is_empty() {
+        let also = if unjudged.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = unjudged.iter().map(|s| s.name.as_str()).collect();
+            format!("; not judged (load generator delay): {}", names.join(", "))
+        };
         return (
             Outcome::Fail,
-            format!("SLOs not met: {}", failing.join(", ")),
+            format!("SLOs not met: {}{also}", failing.join(", ")),
         );
     }
     if let Some(r) = &report.recovery
         && !r.passed
+        && !r.not_recovered.is_empty()
     {
         return (
             Outcome::Fail,
@@ -904,6 +946,18 @@ fn verdict(report: &RunReport) -> (Outcome, String) {
                 r.within_ms,
                 r.not_recovered.join(", ")
             ),
+        );
+    }
+    let recovery_unjudged = report
+        .recovery
+        .as_ref()
+        .filter(|r| !r.passed)
+        .map(|r| r.inconclusive.clone())
+        .unwrap_or_default();
+    if !unjudged.is_empty() || !recovery_unjudged.is_empty() {
+        return (
+            Outcome::Inconclusive,
+            inconclusive_reason(report, &unjudged, &recovery_unjudged),
         );
     }
     let extra = report
@@ -918,55 +972,112 @@ fn verdict(report: &RunReport) -> (Outcome, String) {
     )
 }
 
+/// Why no verdict was earned: which SLOs the load generator distorted, by how much,
+/// and what to change.
+fn inconclusive_reason(report: &RunReport, slos: &[&SloReport], recovery: &[String]) -> String {
+    let mut parts = Vec::new();
+    if !slos.is_empty() {
+        let names: Vec<String> = slos
+            .iter()
+            .map(|s| {
+                s.worst_taint().map_or(s.name.clone(), |t| {
+                    format!(
+                        "{} ({} of {} measurements: {})",
+                        s.name,
+                        s.inconclusive().count(),
+                        s.samples.len(),
+                        t.reason
+                    )
+                })
+            })
+            .collect();
+        parts.push(format!("client SLOs not judged: {}", names.join("; ")));
+    }
+    if !recovery.is_empty() {
+        parts.push(format!("recovery not judged for {}", recovery.join(", ")));
+    }
+    let room = report
+        .load
+        .as_ref()
+        .and_then(|l| Some((l.max_connections?, l.peak_connections?)))
+        .map(|(max, peak)| format!(" (maxConnections {max}, {peak} were open at the peak)"))
+        .unwrap_or_default();
+    format!(
+        "no verdict earned: the load generator delayed requests beyond its tolerance, so client measurements describe the generator, not the system; {}; raise load.maxConnections{room} or lower load.rate",
+        parts.join("; ")
+    )
+}
+
+/// The steady-state check, plus the generator distortion that made any SLO in it
+/// inconclusive.
 async fn steady_state(
     experiment: &Experiment,
     backends: &Backends,
     elapsed: Duration,
     at: SystemTime,
-) -> CheckResult {
+) -> (CheckResult, Option<String>) {
     let Some(ss) = &experiment.spec.steady_state else {
-        return CheckResult {
-            passed: true,
-            window_ms: 0,
-            slos: BTreeMap::new(),
-            reason: None,
-        };
+        return (
+            CheckResult {
+                passed: true,
+                window_ms: 0,
+                slos: BTreeMap::new(),
+                reason: None,
+                inconclusive: Vec::new(),
+            },
+            None,
+        );
     };
     let window = ss.window.0.min(elapsed).max(Duration::from_secs(1));
     let mut verdicts = BTreeMap::new();
     let mut bad = Vec::new();
+    let mut unsure = Vec::new();
+    let mut taint = None;
     for name in &ss.slos {
         let Some(slo) = experiment.spec.slos.iter().find(|s| s.name == *name) else {
             continue;
         };
         let v = match backends.for_source(slo.source) {
             Ok(b) => match b.evaluate(&slo.kind, window, at).await {
-                Ok(e) => SloVerdict::of(std::slice::from_ref(&e)),
+                Ok(e) => {
+                    if let Some(t) = &e.evidence.generator {
+                        taint.get_or_insert_with(|| t.reason.clone());
+                    }
+                    SloVerdict::of(std::slice::from_ref(&e))
+                }
                 Err(_) => SloVerdict::NoData,
             },
             Err(_) => SloVerdict::NoData,
         };
-        if v != SloVerdict::Pass {
-            bad.push(format!("{name} ({})", v.as_str()));
+        match v {
+            SloVerdict::Pass => {}
+            SloVerdict::Inconclusive => unsure.push(name.clone()),
+            _ => bad.push(format!("{name} ({})", v.as_str())),
         }
         verdicts.insert(name.clone(), v);
     }
-    CheckResult {
-        passed: bad.is_empty(),
-        window_ms: ms(window),
-        slos: verdicts,
-        reason: (!bad.is_empty()).then(|| bad.join(", ")),
-    }
+    (
+        CheckResult {
+            passed: bad.is_empty() && unsure.is_empty(),
+            window_ms: ms(window),
+            slos: verdicts,
+            reason: (!bad.is_empty()).then(|| bad.join(", ")),
+            inconclusive: unsure,
+        },
+        taint,
+    )
 }
 
-/// SLOs that do not hold over the data since the last revert (`since` ago).
+/// SLOs that do not hold over the data since the last revert (`since` ago), and SLOs
+/// that cannot be judged on it because the load generator distorted it.
 async fn recovery_holds(
     experiment: &Experiment,
     backends: &Backends,
     at: SystemTime,
     since: Duration,
-) -> Vec<String> {
+) -> (Vec<String>, Vec<String>) {
     let mut bad = Vec::new();
+    let mut unsure = Vec::new();
     for slo in &experiment.spec.slos {
         let window = slo.window.0.min(since);
         let status = match backends.for_source(slo.source) {
@@ -976,11 +1087,13 @@ async fn recovery_holds(
                 .map_or(SloStatus::NoData, |e| e.status),
             Err(_) => SloStatus::NoData,
         };
-        if status != SloStatus::Ok {
-            bad.push(slo.name.clone());
+        match status {
+            SloStatus::Ok => {}
+            SloStatus::Inconclusive => unsure.push(slo.name.clone()),
+            SloStatus::Violated | SloStatus::NoData => bad.push(slo.name.clone()),
         }
     }
-    bad
+    (bad, unsure)
 }
 
 fn update_progress(

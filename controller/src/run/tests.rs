@@ -140,6 +140,7 @@ impl SloBackend for FakeBackend {
                     backend: "fake".into(),
                     query: "fake".into(),
                     detail: None,
+                    generator: None,
                 },
             ))
         })

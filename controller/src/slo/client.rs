@@ -5,6 +5,12 @@
 //! of latencies (measured from the *scheduled* send time). [`ClientBackend`]
 //! evaluates `errorRate`, `latency` and `throughput` over the whole seconds inside
 //! a window.
+//!
+//! The generator also records, per second, how long each request waited inside it
+//! before it was handed to a connection (its *generator delay*), and which requests
+//! expired there unsent. A client SLO evaluation whose window holds more of that than
+//! the tolerances below allow is [`SloStatus::Inconclusive`]: the value would describe
+//! the generator, not the system (see `docs/running.md`, "Load generator").
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -14,7 +20,7 @@ use faultline_spec::SloKind;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::{BoxFuture, Evaluation, Evidence, SloBackend, SloError, unix_ms};
+use super::{BoxFuture, Evaluation, Evidence, SloBackend, SloError, SloStatus, unix_ms};
 
 /// Highest latency the histograms track, in microseconds (one minute); longer
 /// latencies are clamped to it.
@@ -28,6 +34,91 @@ pub fn new_latency_histogram() -> Histogram<u64> {
         .expect("constant bounds are valid: 1 <= low, high >= 2 * low, sigfig <= 5")
 }
 
+/// A generator-delay histogram in microseconds: the latency bounds at 1% resolution,
+/// which is all a tolerance check needs, at about a seventh of the memory per second.
+pub fn new_delay_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 2)
+        .expect("constant bounds are valid: 1 <= low, high >= 2 * low, sigfig <= 5")
+}
+
+// How much the load generator may distort a client SLO's window before that window is
+// not judged. All tolerances live here; `docs/running.md` explains them.
+
+/// Generator delay always tolerated. tokio's timer has 1 ms resolution and CPU faults
+/// run on the same machine as the generator, so a few milliseconds of dispatch
+/// lateness are normal and must not make a run inconclusive.
+pub const TAINT_DELAY_FLOOR: Duration = Duration::from_millis(10);
+/// Generator delay tolerated as a share of a latency SLO's threshold, when above the
+/// floor: up to 10% of the bound cannot flip a verdict the system did not earn.
+pub const TAINT_DELAY_SHARE_OF_THRESHOLD: f64 = 0.10;
+/// A request that waited longer than this share of its timeout inside the generator
+/// has lost enough of its deadline to be timed out by the generator, not the system.
+pub const TAINT_WAIT_SHARE_OF_TIMEOUT: f64 = 0.10;
+/// Share of a window's requests that may have waited that long before error-rate and
+/// throughput SLOs are not judged on it.
+pub const TAINT_REQUEST_SHARE: f64 = 0.01;
+
+/// The generator delay a latency SLO with bound `max` tolerates:
+/// `max(TAINT_DELAY_FLOOR, TAINT_DELAY_SHARE_OF_THRESHOLD × max)`.
+pub fn latency_delay_tolerance(max: Duration) -> Duration {
+    TAINT_DELAY_FLOOR.max(max.mul_f64(TAINT_DELAY_SHARE_OF_THRESHOLD))
+}
+
+/// Why a client SLO evaluation was not judged: what the load generator did to the
+/// requests of its window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GeneratorTaint {
+    /// One sentence with the figures, for people.
+    pub reason: String,
+    /// Generator delay at the SLO's quantile (latency SLOs) or the largest delay
+    /// (other kinds), milliseconds.
+    pub delay_ms: f64,
+    /// The delay the SLO tolerates (latency SLOs), milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance_ms: Option<f64>,
+    /// Requests in the window.
+    pub requests: u64,
+    /// Of those, requests that waited longer than [`TAINT_WAIT_SHARE_OF_TIMEOUT`] of
+    /// their timeout inside the generator (including expired ones).
+    pub waited_long: u64,
+    /// Of those, requests that expired inside the generator without being sent.
+    pub expired: u64,
+    /// Requests scheduled in the window that were still waiting inside the generator
+    /// for a connection when it was evaluated (not among `requests`, which counts
+    /// finished ones).
+    #[serde(default)]
+    pub waiting: u64,
+}
+
+/// The generator's live backlog: requests released but not yet taken by a connection.
+/// Requests finish (and are recorded) only after they were sent, so without this a
+/// window whose requests are all still queued inside the generator would look like a
+/// window without traffic.
+pub trait Backlog: Send + Sync {
+    /// The requests scheduled in `[from, to)` that are waiting inside the generator now.
+    fn waiting_between(&self, from: SystemTime, to: SystemTime) -> Waiting;
+}
+
+/// Requests of a window still queued inside the load generator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waiting {
+    /// How many.
+    pub count: u64,
+    /// When the oldest of them was scheduled.
+    pub oldest: Option<SystemTime>,
+}
+
+/// A shared [`Backlog`], so [`ClientMeasurements`] stays `Clone` and `Debug`.
+#[derive(Clone)]
+struct BacklogProbe(Arc<dyn Backlog>);
+
+impl std::fmt::Debug for BacklogProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BacklogProbe")
+    }
+}
+
 /// Measurements of one wall-clock second.
 #[derive(Debug, Clone)]
 pub struct ClientSecond {
@@ -37,6 +128,16 @@ pub struct ClientSecond {
     pub errors: u64,
     /// Latency of every request, microseconds, from its scheduled send time.
     pub latency_us: Histogram<u64>,
+    /// Generator delay of every open-model request, microseconds: from its scheduled
+    /// send time until it was handed to a connection (or, if it expired, until the
+    /// generator gave up on it).
+    pub generator_delay_us: Histogram<u64>,
+    /// Requests that waited longer than [`TAINT_WAIT_SHARE_OF_TIMEOUT`] of their
+    /// timeout inside the generator, expired ones included.
+    pub waited_long: u64,
+    /// Requests that expired inside the generator without being sent (k6's
+    /// `dropped_iterations`); they also count as errors (timeouts).
+    pub expired: u64,
 }
 
 impl Default for ClientSecond {
@@ -45,6 +146,9 @@ impl Default for ClientSecond {
             requests: 0,
             errors: 0,
             latency_us: new_latency_histogram(),
+            generator_delay_us: new_delay_histogram(),
+            waited_long: 0,
+            expired: 0,
         }
     }
 }
@@ -54,20 +158,113 @@ impl ClientSecond {
     pub fn merge(&mut self, other: &ClientSecond) {
         self.requests += other.requests;
         self.errors += other.errors;
-        // Both use the same bounds, so adding cannot fail; clamp defensively anyway.
-        if self.latency_us.add(&other.latency_us).is_err() {
-            for v in other.latency_us.iter_recorded() {
-                self.latency_us.saturating_record_n(
-                    v.value_iterated_to().min(MAX_LATENCY_US),
-                    v.count_at_value(),
-                );
+        self.waited_long += other.waited_long;
+        self.expired += other.expired;
+        add_clamped(&mut self.latency_us, &other.latency_us);
+        add_clamped(&mut self.generator_delay_us, &other.generator_delay_us);
+    }
+
+    /// Why the generator's own delay makes this (merged) window unfit to judge `kind`,
+    /// if it does; `waiting` is how many requests scheduled in the window are still
+    /// queued inside the generator, the oldest for `waited_so_far`. Server-side kinds
+    /// are never tainted.
+    pub fn taint(
+        &self,
+        kind: &SloKind,
+        waiting: u64,
+        waited_so_far: Duration,
+    ) -> Option<GeneratorTaint> {
+        if matches!(kind, SloKind::Promql { .. }) || self.requests + waiting == 0 {
+            return None;
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        let max_delay_ms = if self.generator_delay_us.is_empty() {
+            0.0
+        } else {
+            ms(self.generator_delay_us.max())
+        };
+        let taint = |reason: String, delay_ms: f64, tolerance_ms: Option<f64>| GeneratorTaint {
+            reason,
+            delay_ms,
+            tolerance_ms,
+            requests: self.requests,
+            waited_long: self.waited_long,
+            expired: self.expired,
+            waiting,
+        };
+        // Requests still queued inside the generator are missing from every kind's
+        // value, and they are the slowest ones: judging without them would flatter the
+        // system.
+        let scheduled = (self.requests + waiting) as f64;
+        if waiting > 0 && (self.requests == 0 || waiting as f64 > TAINT_REQUEST_SHARE * scheduled) {
+            let delay = max_delay_ms.max(waited_so_far.as_secs_f64() * 1000.0);
+            return Some(taint(
+                format!(
+                    "{waiting} of the {} requests scheduled in the window were still waiting inside the load generator for a connection, the oldest for {delay:.1} ms",
+                    self.requests + waiting
+                ),
+                delay,
+                None,
+            ));
+        }
+        if self.requests == 0 {
+            return None;
+        }
+        let share = self.waited_long as f64 / self.requests as f64;
+        let too_many_waited = share > TAINT_REQUEST_SHARE;
+        let waited = || {
+            format!(
+                "{} of {} requests ({:.1}%) waited over {:.0}% of their timeout inside the load generator ({} expired unsent; largest delay {max_delay_ms:.1} ms)",
+                self.waited_long,
+                self.requests,
+                share * 100.0,
+                TAINT_WAIT_SHARE_OF_TIMEOUT * 100.0,
+                self.expired,
+            )
+        };
+        match kind {
+            SloKind::Latency { quantile, max, .. } => {
+                if self.generator_delay_us.is_empty() {
+                    return None;
+                }
+                let delay = ms(self.generator_delay_us.value_at_quantile(*quantile));
+                let tolerance = latency_delay_tolerance(max.0).as_secs_f64() * 1000.0;
+                (delay > tolerance).then(|| {
+                    taint(
+                        format!(
+                            "the load generator delayed requests by {delay:.1} ms at p{} (tolerance {tolerance:.1} ms): they waited inside it for a connection",
+                            quantile * 100.0
+                        ),
+                        delay,
+                        Some(tolerance),
+                    )
+                })
             }
+            SloKind::ErrorRate { .. } => {
+                (self.expired > 0 || too_many_waited).then(|| taint(waited(), max_delay_ms, None))
+            }
+            SloKind::Throughput { .. } => {
+                too_many_waited.then(|| taint(waited(), max_delay_ms, None))
+            }
+            SloKind::Promql { .. } => None,
+        }
+    }
+}
+
+fn add_clamped(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+    // Both use the same bounds, so adding cannot fail; clamp defensively anyway.
+    if into.add(from).is_err() {
+        for v in from.iter_recorded() {
+            into.saturating_record_n(
+                v.value_iterated_to().min(MAX_LATENCY_US),
+                v.count_at_value(),
+            );
         }
     }
 }
 
 /// Summary of the whole run, for reports.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadSummary {
     /// All requests sent.
@@ -80,6 +277,29 @@ pub struct LoadSummary {
     pub achieved_rate: f64,
     /// Latency quantiles in milliseconds: `p50`, `p90`, `p99`, `p999`, `max`.
     pub latency_ms: BTreeMap<String, f64>,
+    /// Generator delay quantiles in milliseconds (`p50` .. `max`): how long requests
+    /// waited inside the load generator before a connection took them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub generator_delay_ms: BTreeMap<String, f64>,
+    /// Requests delayed inside the generator by more than [`TAINT_DELAY_FLOOR`].
+    #[serde(default)]
+    pub delayed_requests: u64,
+    /// Requests that waited longer than [`TAINT_WAIT_SHARE_OF_TIMEOUT`] of their
+    /// timeout inside the generator, expired ones included.
+    #[serde(default)]
+    pub waited_long_requests: u64,
+    /// Requests that expired inside the generator without being sent.
+    #[serde(default)]
+    pub expired_requests: u64,
+    /// Connections opened up front (`load.connections`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u64>,
+    /// The most connections the generator could open (`load.maxConnections`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
+    /// The most connections that were open at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_connections: Option<u64>,
 }
 
 /// The load generator's per-second series for one load target.
@@ -87,6 +307,7 @@ pub struct LoadSummary {
 pub struct ClientMeasurements {
     service: String,
     seconds: BTreeMap<i64, ClientSecond>,
+    backlog: Option<BacklogProbe>,
 }
 
 impl ClientMeasurements {
@@ -96,7 +317,14 @@ impl ClientMeasurements {
         ClientMeasurements {
             service: service.to_string(),
             seconds: BTreeMap::new(),
+            backlog: None,
         }
+    }
+
+    /// Lets evaluations see the requests still queued inside the load generator; the
+    /// generator sets it when it starts.
+    pub fn set_backlog(&mut self, backlog: Arc<dyn Backlog>) {
+        self.backlog = Some(BacklogProbe(backlog));
     }
 
     /// The load target's service name.
@@ -114,10 +342,26 @@ impl ClientMeasurements {
         if !ok {
             second.errors += 1;
         }
-        let us = u64::try_from(latency.as_micros())
-            .unwrap_or(u64::MAX)
-            .clamp(1, MAX_LATENCY_US);
-        second.latency_us.saturating_record(us);
+        second.latency_us.saturating_record(clamp_us(latency));
+    }
+
+    /// Records how long a request scheduled at `scheduled` waited inside the generator,
+    /// whether that was long (over [`TAINT_WAIT_SHARE_OF_TIMEOUT`] of its timeout) and
+    /// whether it expired there unsent. Call it alongside [`ClientMeasurements::record`].
+    pub fn record_delay(
+        &mut self,
+        scheduled: SystemTime,
+        delay: Duration,
+        waited_long: bool,
+        expired: bool,
+    ) {
+        let second = self
+            .seconds
+            .entry(unix_ms(scheduled).div_euclid(1000))
+            .or_default();
+        second.generator_delay_us.saturating_record(clamp_us(delay));
+        second.waited_long += u64::from(waited_long);
+        second.expired += u64::from(expired);
     }
 
     /// Merges a worker's measurements of the second that starts at `second_start`
@@ -141,17 +385,23 @@ impl ClientMeasurements {
             total.merge(second);
         }
         let seconds = self.seconds.len() as u64;
-        let mut latency_ms = BTreeMap::new();
-        if total.requests > 0 {
-            for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)] {
-                latency_ms.insert(
-                    name.to_string(),
-                    total.latency_us.value_at_quantile(q) as f64 / 1000.0,
-                );
-            }
-            latency_ms.insert("max".to_string(), total.latency_us.max() as f64 / 1000.0);
-        }
+        let floor_us = u64::try_from(TAINT_DELAY_FLOOR.as_micros()).unwrap_or(u64::MAX);
+        let delayed_requests = if total.generator_delay_us.is_empty() {
+            0
+        } else {
+            total
+                .generator_delay_us
+                .count_between(floor_us + 1, MAX_LATENCY_US)
+        };
         LoadSummary {
+            latency_ms: quantiles_ms(&total.latency_us),
+            generator_delay_ms: quantiles_ms(&total.generator_delay_us),
+            delayed_requests,
+            waited_long_requests: total.waited_long,
+            expired_requests: total.expired,
+            connections: None,
+            max_connections: None,
+            peak_connections: None,
             requests: total.requests,
             errors: total.errors,
             seconds,
@@ -160,7 +410,6 @@ impl ClientMeasurements {
             } else {
                 0.0
             },
-            latency_ms,
         }
     }
 
@@ -237,7 +486,7 @@ impl ClientMeasurements {
             }
             SloKind::Promql { .. } => unreachable_promql()?,
         };
-        Ok(Evaluation::judged(
+        let mut e = Evaluation::judged(
             kind,
             at,
             value,
@@ -245,8 +494,33 @@ impl ClientMeasurements {
                 backend: "client".into(),
                 query,
                 detail,
+                generator: None,
             },
-        ))
+        );
+        // Only requests that have waited past the delay floor count: one released a
+        // millisecond before `at` by a dispatcher that woke late is not distortion.
+        let waiting = match &self.backlog {
+            Some(b) if lo < hi => b.0.waiting_between(
+                super::from_unix_ms(lo.saturating_mul(1000)),
+                super::from_unix_ms(hi.saturating_mul(1000)).min(at - TAINT_DELAY_FLOOR),
+            ),
+            _ => Waiting::default(),
+        };
+        let waited_so_far = waiting
+            .oldest
+            .and_then(|t| at.duration_since(t).ok())
+            .unwrap_or_default();
+        if let Some(taint) = total.taint(kind, waiting.count, waited_so_far) {
+            // The value stays for the record; the judgement does not: it would say
+            // more about the generator than about the system.
+            e.status = SloStatus::Inconclusive;
+            e.evidence.detail = Some(format!(
+                "not judged: {}; raise load.maxConnections",
+                taint.reason
+            ));
+            e.evidence.generator = Some(taint);
+        }
+        Ok(e)
     }
 
     fn check(&self, kind: &SloKind) -> Result<(), SloError> {
@@ -274,6 +548,25 @@ impl ClientMeasurements {
         }
         Ok(())
     }
+}
+
+fn clamp_us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_LATENCY_US)
+}
+
+/// `p50`, `p90`, `p99`, `p999` and `max` of a microsecond histogram, in milliseconds;
+/// empty when the histogram is.
+fn quantiles_ms(h: &Histogram<u64>) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    if !h.is_empty() {
+        for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)] {
+            out.insert(name.to_string(), h.value_at_quantile(q) as f64 / 1000.0);
+        }
+        out.insert("max".to_string(), h.max() as f64 / 1000.0);
+    }
+    out
 }
 
 fn unreachable_promql() -> Result<(Option<f64>, String, Option<String>), SloError> {
@@ -429,5 +722,171 @@ mod tests {
         let s = m.summary();
         assert_eq!((s.requests, s.errors, s.seconds), (6, 2, 1));
         assert!((s.latency_ms["p50"] - 1.0).abs() < 0.01);
+    }
+
+    /// 10 s of 100 req/s, 10 ms latency, where request `i` waited `delay(i)` inside the
+    /// generator (long when over 10% of a 1 s timeout) and expired if `expired(i)`.
+    fn delayed(
+        delay: impl Fn(u64) -> Duration,
+        expired: impl Fn(u64) -> bool,
+    ) -> ClientMeasurements {
+        let mut m = ClientMeasurements::new("gateway");
+        for i in 0..1000u64 {
+            let gone = expired(i);
+            m.record(t(i * 10), Duration::from_millis(10), !gone);
+            let d = delay(i);
+            m.record_delay(t(i * 10), d, d > Duration::from_millis(100), gone);
+        }
+        m
+    }
+
+    fn latency(max_ms: u64) -> SloKind {
+        SloKind::Latency {
+            service: "gateway".into(),
+            quantile: 0.99,
+            max: faultline_spec::Duration(Duration::from_millis(max_ms)),
+        }
+    }
+
+    fn all_kinds() -> [SloKind; 3] {
+        [
+            latency(100),
+            SloKind::ErrorRate {
+                service: "gateway".into(),
+                max: Percent::from_fraction(0.01).unwrap(),
+                route: None,
+            },
+            SloKind::Throughput {
+                service: "gateway".into(),
+                min: Rate::per_second(50.0).unwrap(),
+            },
+        ]
+    }
+
+    #[test]
+    fn a_few_milliseconds_of_generator_delay_never_taint_a_client_slo() {
+        // A busy machine: every request leaves up to 8 ms late.
+        let m = delayed(|i| Duration::from_millis(i % 9), |_| false);
+        for kind in all_kinds() {
+            let e = m
+                .evaluate(&kind, Duration::from_secs(5), t(10_000))
+                .unwrap();
+            assert_eq!(e.status, SloStatus::Ok, "{kind:?}: {e:?}");
+            assert!(e.evidence.generator.is_none());
+        }
+    }
+
+    #[test]
+    fn latency_is_inconclusive_when_generator_delay_at_its_quantile_exceeds_the_tolerance() {
+        // 2% of requests waited 150 ms: the p99 generator delay is 150 ms.
+        let m = delayed(
+            |i| Duration::from_millis(if i % 50 == 0 { 150 } else { 1 }),
+            |_| false,
+        );
+        // Threshold 100 ms: the tolerance is the 10 ms floor; 800 ms: 80 ms. Both tainted.
+        for max in [100, 800] {
+            let e = m
+                .evaluate(&latency(max), Duration::from_secs(5), t(10_000))
+                .unwrap();
+            assert_eq!(e.status, SloStatus::Inconclusive, "{e:?}");
+            let g = e.evidence.generator.as_ref().unwrap();
+            assert!((g.delay_ms - 150.0).abs() < 2.0, "{g:?}");
+            assert_eq!(g.tolerance_ms, Some(if max == 100 { 10.0 } else { 80.0 }));
+            assert!(
+                e.evidence
+                    .detail
+                    .as_deref()
+                    .unwrap()
+                    .contains("maxConnections")
+            );
+            // The measured value is kept for the record.
+            assert!(e.value.is_some());
+        }
+        // Threshold 2 s: 200 ms of tolerance covers 150 ms of delay; judged normally.
+        let e = m
+            .evaluate(&latency(2000), Duration::from_secs(5), t(10_000))
+            .unwrap();
+        assert_eq!(e.status, SloStatus::Ok);
+    }
+
+    #[test]
+    fn error_rate_is_inconclusive_when_any_request_expired_in_the_generator() {
+        let m = delayed(
+            |i| Duration::from_millis(if i == 700 { 1000 } else { 1 }),
+            |i| i == 700,
+        );
+        let kind = &all_kinds()[1];
+        let e = m.evaluate(kind, Duration::from_secs(5), t(10_000)).unwrap();
+        assert_eq!(e.status, SloStatus::Inconclusive);
+        assert_eq!(e.evidence.generator.as_ref().unwrap().expired, 1);
+        // A window without the expired request is judged.
+        let e = m.evaluate(kind, Duration::from_secs(5), t(5_000)).unwrap();
+        assert_eq!(e.status, SloStatus::Ok);
+    }
+
+    #[test]
+    fn throughput_is_inconclusive_only_when_over_one_percent_of_requests_waited_long() {
+        let kind = &all_kinds()[2];
+        // 1% waited 200 ms (over 10% of the timeout): tolerated.
+        let m = delayed(
+            |i| Duration::from_millis(if i % 100 == 0 { 200 } else { 1 }),
+            |_| false,
+        );
+        let e = m.evaluate(kind, Duration::from_secs(5), t(10_000)).unwrap();
+        assert_eq!(e.status, SloStatus::Ok);
+        // 2%: not judged.
+        let m = delayed(
+            |i| Duration::from_millis(if i % 50 == 0 { 200 } else { 1 }),
+            |_| false,
+        );
+        let e = m.evaluate(kind, Duration::from_secs(5), t(10_000)).unwrap();
+        assert_eq!(e.status, SloStatus::Inconclusive);
+        assert_eq!(e.evidence.generator.as_ref().unwrap().waited_long, 10);
+    }
+
+    /// A generator queue holding `count` requests of any window, the oldest scheduled at
+    /// `oldest`; remembers the last window end it was asked about.
+    struct FakeQueue {
+        count: u64,
+        oldest: SystemTime,
+        asked_to: std::sync::Mutex<Option<SystemTime>>,
+    }
+
+    impl Backlog for FakeQueue {
+        fn waiting_between(&self, _from: SystemTime, to: SystemTime) -> Waiting {
+            *self.asked_to.lock().unwrap() = Some(to);
+            Waiting {
+                count: self.count,
+                oldest: Some(self.oldest),
+            }
+        }
+    }
+
+    #[test]
+    fn requests_still_queued_in_the_generator_taint_a_window_beyond_one_percent() {
+        let at = t(10_005);
+        for (count, expected) in [(1, SloStatus::Ok), (10, SloStatus::Inconclusive)] {
+            let mut m = delayed(|_| Duration::from_millis(1), |_| false);
+            let queue = Arc::new(FakeQueue {
+                count,
+                oldest: t(9_000),
+                asked_to: Default::default(),
+            });
+            m.set_backlog(queue.clone());
+            // 500 finished requests in the window: 1 waiting is 0.2%, 10 are 2%.
+            let e = m
+                .evaluate(&latency(100), Duration::from_secs(5), at)
+                .unwrap();
+            assert_eq!(e.status, expected, "{count} waiting: {e:?}");
+            if let Some(g) = e.evidence.generator {
+                assert_eq!(g.waiting, 10);
+                // The oldest has waited 1005 ms by the evaluation.
+                assert!((g.delay_ms - 1005.0).abs() < 1.0, "{g:?}");
+            }
+            // Requests released within the delay floor before `at` (here the last 5 ms of
+            // the window) are not asked about.
+            let to = queue.asked_to.lock().unwrap().unwrap();
+            assert_eq!(to, at - TAINT_DELAY_FLOOR);
+        }
     }
 }

@@ -329,6 +329,7 @@ impl EmbeddedBackend {
                 backend: "embedded".into(),
                 query,
                 detail,
+                generator: None,
             },
         ))
     }

@@ -84,6 +84,10 @@ pub enum SloStatus {
     Violated,
     /// No value could be measured: no samples, an empty result or NaN. Never a pass.
     NoData,
+    /// A client-side value was measured but not judged: the load generator itself
+    /// delayed or dropped requests of the window beyond its tolerance, so the value
+    /// describes the generator. Neither a pass nor a violation.
+    Inconclusive,
 }
 
 /// What the SLI's value measures, for display.
@@ -198,6 +202,10 @@ pub struct Evidence {
     /// Extra facts: why there is no data, how many series were combined, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Client SLOs: what the load generator did to the window's requests, when that
+    /// made the evaluation [`SloStatus::Inconclusive`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<client::GeneratorTaint>,
 }
 
 /// One SLI measurement, judged against its threshold.
@@ -351,6 +359,7 @@ mod tests {
                 backend: "prometheus".into(),
                 query: "x".into(),
                 detail: None,
+                generator: None,
             },
         );
         assert_eq!(e.status, SloStatus::NoData);

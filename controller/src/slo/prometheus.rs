@@ -286,6 +286,7 @@ impl SloBackend for PrometheusBackend {
                     backend: "prometheus".into(),
                     query,
                     detail,
+                    generator: None,
                 },
             ))
         })
@@ -329,6 +330,7 @@ impl SloBackend for PrometheusBackend {
                         backend: "prometheus".into(),
                         query: query.clone(),
                         detail,
+                        generator: None,
                     },
                 ));
                 at += step;

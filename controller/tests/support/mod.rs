@@ -46,6 +46,7 @@ fn series(slo: &Slo, backend: &str, value_at: impl Fn(i64) -> Option<f64>) -> Ve
                         faultline_controller::slo::promql::query_text(&slo.kind, slo.window.0)
                     },
                     detail: None,
+                    generator: None,
                 },
             )
         })
@@ -228,6 +229,7 @@ pub fn sample_report() -> RunReport {
                 ("gateway-p99".to_string(), SloVerdict::Pass),
             ]),
             reason: None,
+            inconclusive: vec![],
         }),
         recovery: Some(RecoveryResult {
             passed: true,
@@ -235,6 +237,7 @@ pub fn sample_report() -> RunReport {
             last_fault_ended_ms: START_MS + 40_020,
             recovered_after_ms: Some(1_980),
             not_recovered: vec![],
+            inconclusive: vec![],
         }),
         abort: None,
         faults,
@@ -248,6 +251,7 @@ pub fn sample_report() -> RunReport {
                 ("p90".to_string(), 140.5),
                 ("p99".to_string(), 352.0),
             ]),
+            ..Default::default()
         }),
     }
 }

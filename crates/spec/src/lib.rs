@@ -36,7 +36,8 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use model::*;
 pub use units::{Bandwidth, ByteSize, Duration, Percent, Rate, UnitError};
 pub use validate::{
-    DEFAULT_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WINDOW, ValidateOptions, is_dns_label,
+    DEFAULT_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_CAP, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WINDOW,
+    MAX_LOAD_CONNECTIONS, ValidateOptions, default_max_connections, is_dns_label,
 };
 pub use wire::WireError;
 

@@ -86,8 +86,12 @@ pub struct Load {
     pub target: LoadTarget,
     /// Arrival rate.
     pub rate: Rate,
-    /// Maximum concurrent connections.
+    /// Keep-alive connections opened up front (pre-allocated).
     pub connections: u32,
+    /// Most connections the generator may have open: when a request is due and every
+    /// open connection is busy, it opens another, up to this many. Never below
+    /// `connections`.
+    pub max_connections: u32,
     /// Per-request timeout; a timed-out request counts as an error.
     pub timeout: Duration,
     /// Weighted request mix; never empty.

@@ -213,9 +213,14 @@ pub struct Load {
     pub target: String,
     /// Arrival rate, e.g. `200/s`.
     pub rate: RateText,
-    /// Maximum concurrent connections; 16 when absent.
+    /// Keep-alive connections opened up front; 16 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<u32>,
+    /// Most connections the generator may open when the open model needs more requests
+    /// in flight than `connections`; at least `connections`, at most 10000. When absent,
+    /// `max(connections, min(ceil(rate × timeout), 512))`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
     /// Per-request timeout; a timed-out request counts as an error. `5s` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<DurationText>,

@@ -29,6 +29,29 @@ pub struct ValidateOptions {
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
 /// Default load connections.
 pub const DEFAULT_CONNECTIONS: u32 = 16;
+/// Most connections a load may open (`load.maxConnections`).
+pub const MAX_LOAD_CONNECTIONS: u32 = 10_000;
+/// Cap of the default `load.maxConnections`: keeps a default run within the usual
+/// 1024 open-file soft limit, with room for everything else the process holds.
+pub const DEFAULT_MAX_CONNECTIONS_CAP: u32 = 512;
+
+/// The default `load.maxConnections`: `max(connections, min(ceil(rate × timeout), 512))`.
+///
+/// A request is abandoned at its timeout, so the open model never has more than
+/// `rate × timeout` requests in flight: that many connections mean no request ever
+/// waits inside the generator for one. The cap bounds file descriptors on very fast
+/// schedules, where an explicit `maxConnections` says what the operator wants.
+pub fn default_max_connections(connections: u32, rate: Rate, timeout: Duration) -> u32 {
+    let in_flight = (rate.as_per_second() * timeout.0.as_secs_f64()).ceil();
+    let in_flight = if in_flight.is_finite() && in_flight >= 1.0 {
+        in_flight.min(f64::from(DEFAULT_MAX_CONNECTIONS_CAP)) as u32
+    } else {
+        1
+    };
+    connections
+        .max(in_flight)
+        .min(MAX_LOAD_CONNECTIONS.max(connections))
+}
 /// Default per-request timeout of the load generator.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -512,6 +535,26 @@ fn load(l: &raw::Load, p: &mut Problems, path: &Path) -> Option<model::Load> {
             &path.key("connections"),
             "expected at least 1 connection, found 0",
         );
+    } else if connections > MAX_LOAD_CONNECTIONS {
+        p.push(
+            &path.key("connections"),
+            format!("expected at most {MAX_LOAD_CONNECTIONS} connections, found {connections}"),
+        );
+    }
+    if let Some(max) = l.max_connections {
+        if max > MAX_LOAD_CONNECTIONS {
+            p.push(
+                &path.key("maxConnections"),
+                format!("expected at most {MAX_LOAD_CONNECTIONS}, found {max}"),
+            );
+        } else if max < connections {
+            p.push(
+                &path.key("maxConnections"),
+                format!(
+                    "expected at least `connections` ({connections}), found {max}: the generator never closes the connections it opens up front"
+                ),
+            );
+        }
     }
     let timeout = match &l.timeout {
         None => Some(DEFAULT_REQUEST_TIMEOUT),
@@ -572,11 +615,15 @@ fn load(l: &raw::Load, p: &mut Problems, path: &Path) -> Option<model::Load> {
     if p.0.len() != before {
         return None;
     }
+    let (rate, timeout) = (rate?, timeout?);
     Some(model::Load {
         target,
-        rate: rate?,
+        rate,
         connections,
-        timeout: timeout?,
+        max_connections: l
+            .max_connections
+            .unwrap_or_else(|| default_max_connections(connections, rate, timeout)),
+        timeout,
         requests,
     })
 }

@@ -130,6 +130,8 @@ fn quickstart_is_the_documented_scenario_without_promql() {
     assert_eq!(load.target, LoadTarget::Service("gateway".into()));
     assert_eq!(load.rate.as_per_second(), 200.0);
     assert_eq!(load.connections, 16);
+    // 200/s for a 5 s timeout could hold 1000 requests in flight; the default caps at 512.
+    assert_eq!(load.max_connections, 512);
     let reqs: Vec<(&str, &str, Option<&str>, u32)> = load
         .requests
         .iter()
@@ -323,4 +325,24 @@ fn truncated_or_garbled_files_give_diagnostics_never_panics() {
             let _ = parse_str(&garbled, "garbled.yaml", &opts);
         }
     }
+}
+
+#[test]
+fn max_connections_defaults_to_what_one_timeout_of_the_schedule_can_hold() {
+    let doc = |load_extra: &str| {
+        format!(
+            "apiVersion: faultline.dev/v1alpha1\nkind: Experiment\nmetadata:\n  name: m\nspec:\n  duration: 30s\n  load:\n    target: gateway\n    rate: 20/s\n    timeout: 2s\n{load_extra}    requests:\n      - {{path: /}}\n"
+        )
+    };
+    let max = |extra: &str| {
+        let exps = parse_str(&doc(extra), "m.yaml", &ValidateOptions::default()).unwrap();
+        let load = exps[0].spec.load.clone().unwrap();
+        (load.connections, load.max_connections)
+    };
+    // 20/s × 2 s: at most 40 requests are ever in flight.
+    assert_eq!(max(""), (16, 40));
+    // Never below the connections opened up front.
+    assert_eq!(max("    connections: 64\n"), (64, 64));
+    // An explicit value wins.
+    assert_eq!(max("    connections: 4\n    maxConnections: 8\n"), (4, 8));
 }
