@@ -46,7 +46,7 @@ fn name_of(doc: &Yaml) -> String {
     doc["metadata"]["name"].as_str().unwrap().to_string()
 }
 
-/// The same experiment, each fault at 1 s for 2 s, 4 s in all.
+/// The same experiment, each fault at 1 s for 2 s, 4 s in all, SLOs over 2 s windows.
 fn compressed(doc: &Yaml) -> Yaml {
     let mut doc = doc.clone();
     let spec = doc["spec"].as_mapping_mut().unwrap();
@@ -54,6 +54,15 @@ fn compressed(doc: &Yaml) -> Yaml {
         spec.remove(key);
     }
     spec.insert("duration".into(), "4s".into());
+    for slo in spec
+        .get_mut("slos")
+        .and_then(Yaml::as_sequence_mut)
+        .unwrap()
+    {
+        slo.as_mapping_mut()
+            .unwrap()
+            .insert("window".into(), "2s".into());
+    }
     for fault in spec
         .get_mut("faults")
         .and_then(Yaml::as_sequence_mut)
@@ -66,8 +75,9 @@ fn compressed(doc: &Yaml) -> Yaml {
     doc
 }
 
-/// Runs `chaos run [extra] FILE --json OUT` and returns the exit code and the report.
-fn run(file: &Path, extra: &[&str], out: &Path) -> (i32, Value) {
+/// Runs `chaos run [extra] FILE --json OUT` and returns the exit code, the report and
+/// what the command printed on stderr.
+fn run(file: &Path, extra: &[&str], out: &Path) -> (i32, Value, String) {
     let status = Command::new(chaos())
         .arg("run")
         .args(extra)
@@ -81,7 +91,11 @@ fn run(file: &Path, extra: &[&str], out: &Path) -> (i32, Value) {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null);
-    (status.status.code().unwrap_or(-1), report)
+    (
+        status.status.code().unwrap_or(-1),
+        report,
+        String::from_utf8_lossy(&status.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -109,7 +123,7 @@ fn every_fault_a_passing_dry_run_accepts_is_applied_without_refusal() {
         assert_eq!(
             (code, outcome.as_str()),
             (0, "pass"),
-            "{file}/{name}: the dry run neither passed nor skipped: {}",
+            "{file}/{name}: the dry run neither passed nor skipped: {} {stderr}",
             dry["verdict"]
         );
         for fault in dry["faults"].as_array().unwrap() {
@@ -121,11 +135,12 @@ fn every_fault_a_passing_dry_run_accepts_is_applied_without_refusal() {
 
         let short = dir.path().join(format!("{name}-short.yaml"));
         std::fs::write(&short, serde_yaml::to_string(&compressed(&doc)).unwrap()).unwrap();
-        let (code, report) = run(&short, &[], &dir.path().join(format!("{name}-short.json")));
+        let (code, report, stderr) =
+            run(&short, &[], &dir.path().join(format!("{name}-short.json")));
         let outcome = report["verdict"]["outcome"].as_str().unwrap_or("none");
         assert!(
             matches!(outcome, "pass" | "fail"),
-            "{file}/{name}: after a passing dry run the run ended {outcome} (exit {code}): {}",
+            "{file}/{name}: after a passing dry run the run ended {outcome} (exit {code}): {} {stderr}",
             report["verdict"]["reason"]
         );
         let faults = report["faults"].as_array().unwrap();
