@@ -107,7 +107,7 @@ fn every_fault_a_passing_dry_run_accepts_is_applied_without_refusal() {
         let name = name_of(&doc);
         let path = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
-        let (code, dry) = run(
+        let (code, dry, stderr) = run(
             &path,
             &["--dry-run"],
             &dir.path().join(format!("{name}-dry.json")),

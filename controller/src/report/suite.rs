@@ -276,6 +276,7 @@ pub(crate) mod tests {
                     backend: "embedded".into(),
                     query: "q".into(),
                     detail: None,
+                    generator: None,
                 },
             }],
             verdict: if value > max {
