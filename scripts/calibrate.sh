@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Runs each experiment N times against the local fleet and prints, per SLO, the worst
-# value of every run with its min / median / max, and how the threshold compares: the
-# figures each experiment file's header quotes for its thresholds.
+# Runs the given experiments N times, as one `chaos run` suite per round, and prints, per
+# SLO, the worst value of every run with its min / median / max, and how the threshold
+# compares: the figures each experiment file's header quotes for its thresholds.
 #
-#   scripts/calibrate.sh [-n RUNS] [-o DIR] [--set-env K=V ...] FILE...
+#   scripts/calibrate.sh [-n RUNS] [-o DIR] [--env local|compose] [--set-env K=V ...] FILE|DIR...
 #
-# Reports stay in DIR (default: a new temporary directory) as <experiment>-<run>.json.
+# Reports stay in DIR (default: a new temporary directory) as round-<i>/report*.json, with
+# the round's log beside them. Skipped experiments have no samples and are left out.
 # Needs a release build of `chaos` (CHAOS_BIN, default target/release/chaos) and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,27 +19,29 @@ while [ $# -gt 0 ]; do
     -n) runs="$2"; shift 2 ;;
     -o) out="$2"; shift 2 ;;
     --set-env) extra+=(--set-env "$2"); shift 2 ;;
+    --env) extra+=(--env "$2"); shift 2 ;;
     *) files+=("$1"); shift ;;
   esac
 done
-[ "${#files[@]}" -gt 0 ] || { echo "usage: $0 [-n RUNS] [-o DIR] [--set-env K=V] FILE..." >&2; exit 2; }
+[ "${#files[@]}" -gt 0 ] || { echo "usage: $0 [-n RUNS] [-o DIR] [--env MODE] [--set-env K=V] FILE|DIR..." >&2; exit 2; }
 chaos="${CHAOS_BIN:-target/release/chaos}"
 out="${out:-$(mktemp -d)}"
 mkdir -p "$out"
 for i in $(seq 1 "$runs"); do
-  for f in "${files[@]}"; do
-    tag="$(basename "$f" .yaml)-$i"
-    code=0
-    "$chaos" run "$f" --no-progress "${extra[@]}" --json "$out/$tag.json" >"$out/$tag.log" 2>&1 || code=$?
-    echo "run $i $f: exit $code"
-  done
+  mkdir -p "$out/round-$i"
+  code=0
+  "$chaos" run "${files[@]}" --no-progress "${extra[@]}" --json "$out/round-$i/report.json" \
+    >"$out/round-$i/log" 2>&1 || code=$?
+  echo "round $i: exit $code ($(date -u +%H:%M:%S))"
 done
 python3 - "$out" <<'PY'
 import json, pathlib, statistics, sys
 by = {}
-for p in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
+for p in sorted(pathlib.Path(sys.argv[1]).glob("round-*/*.json")):
     r = json.loads(p.read_text())
-    for rep in r.get("experiments", [r]) if "experiments" in r else [r]:
+    if "slos" not in r:  # a suite's index.json
+        continue
+    for rep in [r] if r["verdict"]["outcome"] != "skipped" else []:
         name = rep["experiment"]["name"]
         e = by.setdefault(name, {"outcomes": [], "slos": {}})
         e["outcomes"].append(rep["verdict"]["outcome"])
