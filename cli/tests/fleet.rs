@@ -537,12 +537,35 @@ type BadConfigCase = (
 
 #[test]
 fn fleet_serve_rejects_bad_configuration_with_exit_2_naming_the_problem() {
-    let cases: [BadConfigCase; 3] = [
+    let cases: [BadConfigCase; 6] = [
         (&["fleet", "serve", "orders"], &[], "FL_UPSTREAM_INVENTORY"),
         (
             &["fleet", "serve", "payments"],
             &[("FL_RESILIENCE", "maybe")],
             "FL_RESILIENCE",
+        ),
+        (
+            &["fleet", "serve", "payments"],
+            &[("FL_DISABLE", "retries,breakers")],
+            "unknown policy \"breakers\": expected a comma-separated list of retries, retry-budget",
+        ),
+        (
+            &["fleet", "up", "--disable", "drain,bulkhead"],
+            &[],
+            "unknown policy \"bulkhead\"",
+        ),
+        (
+            &[
+                "run",
+                "--set-env",
+                "FL_DISABLE=timeouts",
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../experiments/quickstart.yaml"
+                ),
+            ],
+            &[],
+            "the fleet's environment: FL_DISABLE names an unknown policy \"timeouts\"",
         ),
         (
             &["fleet", "serve", "billing"],

@@ -5,6 +5,7 @@
 //! | `FL_BIND` | listen address | `127.0.0.1:0` |
 //! | `FL_UPSTREAM_<SERVICE>` | comma-separated `host:port` list of an upstream | required for each upstream |
 //! | `FL_RESILIENCE` | `on` or `off`: every resilience policy | `on` |
+//! | `FL_DISABLE` | comma-separated [`Policy`] names to remove, one by one | none |
 //! | `FL_LOG_FORMAT` | `pretty` or `json` | `pretty` |
 //! | `FL_GATEWAY_RATE_LIMIT` | gateway requests per second before 429 | `5000` |
 //! | `FL_GATEWAY_BUDGET_MS` | gateway's whole-request timeout budget | `2000` |
@@ -15,7 +16,7 @@
 //! | `FL_INVENTORY_STOCK` | initial stock, `SKU=qty,...` | `A-1=1000000,B-2=1000000,C-3=100` |
 //! | `FL_NOTIFY_QUEUE` | notifications queue capacity | `1024` |
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -36,6 +37,15 @@ pub enum ConfigError {
         /// What it should contain.
         hint: &'static str,
     },
+    /// `FL_DISABLE` names a policy the fleet does not have.
+    #[error(
+        "FL_DISABLE names an unknown policy {name:?}: expected a comma-separated list of {}, or all",
+        policy_names()
+    )]
+    UnknownPolicy {
+        /// The name found.
+        name: String,
+    },
     /// A variable does not parse.
     #[error("{var}={value:?} is invalid: {expected}")]
     Invalid {
@@ -48,6 +58,181 @@ pub enum ConfigError {
     },
 }
 
+/// One resilience policy of the fleet, which `FL_DISABLE` removes on its own (and
+/// `FL_RESILIENCE=off` removes with all the others): the fragile variants a gate must catch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Policy {
+    /// orders retries a failed reservation or charge (up to 2 retries).
+    Retries,
+    /// The retry budget (20% of requests + 5/s) caps those retries.
+    RetryBudget,
+    /// orders' calls to inventory and payments time out per attempt (`FL_ATTEMPT_TIMEOUT_MS`).
+    AttemptTimeout,
+    /// orders' calls to inventory and payments have an overall deadline (3 attempts' worth).
+    Deadline,
+    /// orders' call to notifications times out (`FL_NOTIFY_TIMEOUT_MS`).
+    NotifyTimeout,
+    /// The gateway's timeout budget for the whole orders call (`FL_GATEWAY_BUDGET_MS`).
+    GatewayBudget,
+    /// The gateway's breaker on orders.
+    BreakerOrders,
+    /// orders' breaker on inventory.
+    BreakerInventory,
+    /// orders' breaker on payments.
+    BreakerPayments,
+    /// orders' breaker on notifications.
+    BreakerNotifications,
+    /// A failed notification is logged and counted; the order still succeeds.
+    NotifyNonCritical,
+    /// orders sheds notifications at degradation L2 and above.
+    Shedding,
+    /// The gateway answers a failed order lookup from its cache at L1 and above.
+    CacheFallback,
+    /// The gateway's rate limit (`FL_GATEWAY_RATE_LIMIT`, 429 above it).
+    RateLimit,
+    /// A retried reservation or charge carries the order's idempotency key; without it every
+    /// attempt carries a new key, so a retry after a lost answer charges twice.
+    Idempotency,
+    /// On SIGTERM a service stops accepting and lets in-flight requests finish.
+    Drain,
+    /// The notifications queue is bounded (`FL_NOTIFY_QUEUE`, 503 when full).
+    NotifyQueueBound,
+    /// Several endpoints of an upstream are balanced by p2c over peak-EWMA with passive
+    /// ejection, not round robin.
+    Balancing,
+}
+
+impl Policy {
+    /// Every policy, in the order `docs/fleet.md` lists them.
+    pub const ALL: [Policy; 18] = [
+        Policy::Retries,
+        Policy::RetryBudget,
+        Policy::AttemptTimeout,
+        Policy::Deadline,
+        Policy::NotifyTimeout,
+        Policy::GatewayBudget,
+        Policy::BreakerOrders,
+        Policy::BreakerInventory,
+        Policy::BreakerPayments,
+        Policy::BreakerNotifications,
+        Policy::NotifyNonCritical,
+        Policy::Shedding,
+        Policy::CacheFallback,
+        Policy::RateLimit,
+        Policy::Idempotency,
+        Policy::Drain,
+        Policy::NotifyQueueBound,
+        Policy::Balancing,
+    ];
+
+    /// The name `FL_DISABLE` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Retries => "retries",
+            Policy::RetryBudget => "retry-budget",
+            Policy::AttemptTimeout => "attempt-timeout",
+            Policy::Deadline => "deadline",
+            Policy::NotifyTimeout => "notify-timeout",
+            Policy::GatewayBudget => "gateway-budget",
+            Policy::BreakerOrders => "breaker-orders",
+            Policy::BreakerInventory => "breaker-inventory",
+            Policy::BreakerPayments => "breaker-payments",
+            Policy::BreakerNotifications => "breaker-notifications",
+            Policy::NotifyNonCritical => "notify-non-critical",
+            Policy::Shedding => "shedding",
+            Policy::CacheFallback => "cache-fallback",
+            Policy::RateLimit => "rate-limit",
+            Policy::Idempotency => "idempotency",
+            Policy::Drain => "drain",
+            Policy::NotifyQueueBound => "notify-queue-bound",
+            Policy::Balancing => "balancing",
+        }
+    }
+
+    /// The breaker policy of the edge to `upstream`.
+    pub fn breaker_on(upstream: Service) -> Option<Policy> {
+        match upstream {
+            Service::Orders => Some(Policy::BreakerOrders),
+            Service::Inventory => Some(Policy::BreakerInventory),
+            Service::Payments => Some(Policy::BreakerPayments),
+            Service::Notifications => Some(Policy::BreakerNotifications),
+            Service::Gateway => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The policies a fleet runs without: what `FL_RESILIENCE` and `FL_DISABLE` say together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Disabled(BTreeSet<Policy>);
+
+impl Disabled {
+    /// Every policy removed (`FL_RESILIENCE=off`).
+    pub fn all() -> Self {
+        Disabled(Policy::ALL.into_iter().collect())
+    }
+
+    /// Parses an `FL_DISABLE` value: policy names separated by commas (`all` for every one).
+    /// An unknown name is an error that lists the valid ones.
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        let mut out = BTreeSet::new();
+        for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if name == "all" {
+                return Ok(Disabled::all());
+            }
+            let policy = Policy::ALL
+                .into_iter()
+                .find(|p| p.name() == name)
+                .ok_or_else(|| ConfigError::UnknownPolicy {
+                    name: name.to_string(),
+                })?;
+            out.insert(policy);
+        }
+        Ok(Disabled(out))
+    }
+
+    /// Whether `policy` is removed.
+    pub fn has(&self, policy: Policy) -> bool {
+        self.0.contains(&policy)
+    }
+
+    /// Whether `policy` is in force.
+    pub fn keeps(&self, policy: Policy) -> bool {
+        !self.has(policy)
+    }
+
+    /// Whether no policy is removed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The removed policies, in [`Policy::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = Policy> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl std::fmt::Display for Disabled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.len() == Policy::ALL.len() {
+            return f.write_str("all");
+        }
+        let names: Vec<&str> = self.iter().map(Policy::name).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// The valid `FL_DISABLE` names, comma-separated, for error messages and help.
+pub fn policy_names() -> String {
+    let names: Vec<&str> = Policy::ALL.iter().map(|p| p.name()).collect();
+    names.join(", ")
+}
+
 /// Everything a service reads from its environment, checked.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -57,9 +242,9 @@ pub struct ServiceConfig {
     pub bind: SocketAddr,
     /// Endpoints of each upstream (one or more `host:port`).
     pub upstreams: BTreeMap<Service, Vec<String>>,
-    /// `false` with `FL_RESILIENCE=off`: no timeouts, retries, breakers, rate limits or
-    /// degradation.
-    pub resilience: bool,
+    /// The policies this service runs without: every one with `FL_RESILIENCE=off`, those
+    /// `FL_DISABLE` names otherwise.
+    pub disabled: Disabled,
     /// Gateway rate limit in requests per second.
     pub rate_limit: u32,
     /// Gateway timeout budget for a whole request.
@@ -79,6 +264,13 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
+    /// The breaker open wait on the edge to `upstream`, or `None` when its breaker is removed.
+    pub fn breaker_on(&self, upstream: Service) -> Option<Duration> {
+        Policy::breaker_on(upstream)
+            .filter(|p| self.disabled.keeps(*p))
+            .map(|_| self.breaker_open)
+    }
+
     /// Reads the configuration of `service` from the process environment.
     pub fn from_env(service: Service) -> Result<Self, ConfigError> {
         Self::from_lookup(service, |k| std::env::var(k).ok())
@@ -119,22 +311,12 @@ impl ServiceConfig {
             }
             upstreams.insert(edge.to, endpoints);
         }
-        let resilience = match get("FL_RESILIENCE").as_deref() {
-            None | Some("on" | "true" | "1") => true,
-            Some("off" | "false" | "0") => false,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    var: "FL_RESILIENCE",
-                    value: other.to_string(),
-                    expected: "on or off",
-                });
-            }
-        };
+        let disabled = disabled(&get)?;
         Ok(ServiceConfig {
             service,
             bind,
             upstreams,
-            resilience,
+            disabled,
             rate_limit: number(&get, "FL_GATEWAY_RATE_LIMIT", 5000)?,
             gateway_budget: millis(&get, "FL_GATEWAY_BUDGET_MS", 2000)?,
             attempt_timeout: millis(&get, "FL_ATTEMPT_TIMEOUT_MS", 500)?,
@@ -148,6 +330,36 @@ impl ServiceConfig {
             stock: stock(&get)?,
             notify_queue: number::<u32>(&get, "FL_NOTIFY_QUEUE", 1024)? as usize,
         })
+    }
+}
+
+/// Checks the `FL_*` settings every service shares, as a fleet would be started with
+/// `overrides` on top of this process's environment, so a bad value (an unknown policy name
+/// in `FL_DISABLE`, say) is refused before anything starts.
+pub fn check_overrides(overrides: &[(String, String)]) -> Result<(), ConfigError> {
+    // payments is a leaf: it needs no upstream addresses, and reads every shared variable.
+    ServiceConfig::from_lookup(Service::Payments, |k| {
+        overrides
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(k).ok())
+    })
+    .map(drop)
+}
+
+/// `FL_RESILIENCE=off` removes every policy; otherwise `FL_DISABLE` names those removed.
+fn disabled(get: &impl Fn(&str) -> Option<String>) -> Result<Disabled, ConfigError> {
+    let named = get("FL_DISABLE").map_or(Ok(Disabled::default()), |v| Disabled::parse(&v))?;
+    match get("FL_RESILIENCE").as_deref() {
+        None | Some("on" | "true" | "1") => Ok(named),
+        Some("off" | "false" | "0") => Ok(Disabled::all()),
+        Some(other) => Err(ConfigError::Invalid {
+            var: "FL_RESILIENCE",
+            value: other.to_string(),
+            expected: "on or off",
+        }),
     }
 }
 
@@ -219,7 +431,7 @@ mod tests {
     #[test]
     fn leaf_service_needs_no_variables() {
         let c = ServiceConfig::from_lookup(Service::Payments, lookup(&[])).unwrap();
-        assert!(c.resilience);
+        assert!(c.disabled.is_empty());
         assert_eq!(c.bind.port(), 0);
     }
 
@@ -259,17 +471,48 @@ mod tests {
         let off =
             ServiceConfig::from_lookup(Service::Payments, lookup(&[("FL_RESILIENCE", "off")]))
                 .unwrap();
-        assert!(!off.resilience);
+        assert_eq!(off.disabled, Disabled::all());
         for (var, value) in [
             ("FL_RESILIENCE", "maybe"),
             ("FL_BIND", "localhost"),
             ("FL_ATTEMPT_TIMEOUT_MS", "0"),
             ("FL_PAYMENTS_WORK_ROUNDS", "-3"),
             ("FL_INVENTORY_STOCK", "A-1"),
+            ("FL_DISABLE", "retries,breakers"),
         ] {
             let err =
                 ServiceConfig::from_lookup(Service::Payments, lookup(&[(var, value)])).unwrap_err();
             assert!(err.to_string().starts_with(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn each_policy_is_removed_by_its_name_alone() {
+        for policy in Policy::ALL {
+            let c = ServiceConfig::from_lookup(
+                Service::Payments,
+                lookup(&[("FL_DISABLE", policy.name())]),
+            )
+            .unwrap();
+            assert!(c.disabled.has(policy), "{policy}");
+            assert_eq!(c.disabled.iter().count(), 1, "{policy}");
+            assert_eq!(c.disabled.to_string(), policy.name());
+        }
+        let two = Disabled::parse(" retries , drain,").unwrap();
+        assert_eq!(
+            two.iter().collect::<Vec<_>>(),
+            [Policy::Retries, Policy::Drain]
+        );
+        assert_eq!(Disabled::parse("all").unwrap(), Disabled::all());
+        assert_eq!(Disabled::all().to_string(), "all");
+    }
+
+    #[test]
+    fn an_unknown_policy_is_an_error_listing_the_valid_ones() {
+        let err = Disabled::parse("retries,breaker").unwrap_err().to_string();
+        assert!(err.contains("\"breaker\""), "{err}");
+        for policy in Policy::ALL {
+            assert!(err.contains(policy.name()), "{err} lacks {policy}");
         }
     }
 }

@@ -6,7 +6,7 @@ use faultline_http::{Request, Response, Server};
 use serde::Serialize;
 
 use crate::Service;
-use crate::config::{ConfigError, ServiceConfig};
+use crate::config::{ConfigError, Policy, ServiceConfig};
 use crate::observe::Observability;
 use crate::services::{self, BuildError};
 
@@ -112,16 +112,26 @@ pub async fn run_with(
             .and_then(|()| out.flush())
             .map_err(io)?;
     }
-    tracing::info!(%service, %addr, resilience = config.resilience, "serving");
+    tracing::info!(%service, %addr, disabled = %config.disabled, "serving");
     // Background work (degradation evaluation, queue workers) lives exactly as long as the
     // server: it is dropped when the server has drained.
     let background = async {
         futures_util::future::join_all(built.background).await;
         std::future::pending::<()>().await;
     };
-    tokio::select! {
-        r = server.serve_with_shutdown(app, shutdown) => r.map_err(io)?,
-        () = background => {}
+    if config.disabled.keeps(Policy::Drain) {
+        tokio::select! {
+            r = server.serve_with_shutdown(app, shutdown) => r.map_err(io)?,
+            () = background => {}
+        }
+    } else {
+        // No drain: the signal drops the server, and every connection with a request in
+        // flight is cut when the runtime ends.
+        tokio::select! {
+            r = server.serve(app) => r.map_err(io)?,
+            () = background => {}
+            () = shutdown => tracing::info!(%service, "stopping without draining"),
+        }
     }
     tracing::info!(%service, "stopped");
     Ok(())

@@ -1,7 +1,8 @@
-//! Calls to an upstream service, wrapped in the resilience policies (or in none with
-//! `FL_RESILIENCE=off`), with client metrics.
+//! Calls to an upstream service, wrapped in the resilience policies the configuration keeps
+//! (none with `FL_RESILIENCE=off`), with client metrics.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -64,17 +65,40 @@ impl UpstreamError {
     }
 }
 
-/// How an upstream is called.
+/// How long a call without any timeout waits: as long as the upstream takes.
+const NAIVE_WAIT: Duration = Duration::from_secs(3600);
+
+/// How an upstream is called. Every policy is optional, so each can be removed on its own.
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamPolicy {
-    /// Per-attempt timeout.
-    pub attempt_timeout: Duration,
+    /// Per-attempt timeout; `None` waits as long as the upstream takes.
+    pub attempt_timeout: Option<Duration>,
     /// Overall deadline, retries included.
-    pub deadline: Duration,
+    pub deadline: Option<Duration>,
     /// Retries after the first attempt; 0 for non-idempotent calls.
     pub retries: u32,
-    /// How long the breaker stays open before it probes.
-    pub breaker_open: Duration,
+    /// Whether a retry budget (20% of requests + 5/s) caps the retries.
+    pub retry_budget: bool,
+    /// How long the breaker stays open before it probes; `None`: no breaker.
+    pub breaker_open: Option<Duration>,
+    /// p2c over peak-EWMA with passive ejection; round robin otherwise.
+    pub balancing: bool,
+    /// Whether every attempt carries its own idempotency key (the `idempotency` policy
+    /// removed): a retry is then a new operation to the upstream.
+    pub fresh_keys: bool,
+}
+
+impl UpstreamPolicy {
+    /// No policy at all: one attempt, no timeout, no breaker, round robin.
+    pub const NAIVE: UpstreamPolicy = UpstreamPolicy {
+        attempt_timeout: None,
+        deadline: None,
+        retries: 0,
+        retry_budget: false,
+        breaker_open: None,
+        balancing: false,
+        fresh_keys: false,
+    };
 }
 
 /// A client for one upstream service: endpoints balanced by p2c, plus the policy stack.
@@ -82,8 +106,10 @@ pub struct Upstream {
     name: Service,
     endpoints: Balancer<String>,
     client: Client,
-    stack: Option<Stack>,
+    stack: Stack,
     breaker: Option<CircuitBreaker>,
+    balancing: bool,
+    fresh_keys: Option<AtomicU64>,
     metrics: ServiceMetrics,
 }
 
@@ -91,82 +117,93 @@ impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
             .field("name", &self.name)
-            .field("resilience", &self.stack.is_some())
+            .field("breaker", &self.breaker.is_some())
             .finish_non_exhaustive()
     }
 }
+
+/// The header that makes a reservation or a charge safe to repeat.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// The response of a call that produced one (any status below 500 except 429).
 pub type Reply = ClientResponse;
 
 impl Upstream {
-    /// A client for `name` at `endpoints`. With `policy == None` (`FL_RESILIENCE=off`) calls go
-    /// straight through: no timeout, retry, breaker or balancing beyond round robin.
+    /// A client for `name` at `endpoints`, calling through the layers `policy` keeps. With
+    /// [`UpstreamPolicy::NAIVE`] (`FL_RESILIENCE=off`) calls go straight through.
     pub fn new(
         name: Service,
         endpoints: Vec<String>,
-        policy: Option<UpstreamPolicy>,
+        policy: UpstreamPolicy,
         metrics: ServiceMetrics,
     ) -> Result<Self, faultline_resilience::ConfigError> {
         let balancer =
             Balancer::try_new(endpoints, BalancerConfig::default())?.with_name(name.name());
-        let (stack, breaker, client) = match policy {
-            None => {
-                // The naive client: it waits as long as the upstream takes.
-                let client = Client::new(faultline_http::ClientConfig {
-                    request_timeout: Duration::from_secs(3600),
-                    connect_timeout: Duration::from_secs(3600),
-                    ..Default::default()
-                });
-                (None, None, client)
-            }
-            Some(p) => {
-                let sink_metrics = metrics.clone();
-                let sink: Arc<dyn faultline_resilience::EventSink> =
-                    Arc::new(move |e: &Event<'_>| on_event(&sink_metrics, e));
+        let sink_metrics = metrics.clone();
+        let sink: Arc<dyn faultline_resilience::EventSink> =
+            Arc::new(move |e: &Event<'_>| on_event(&sink_metrics, e));
+        let mut stack = Stack::new();
+        let breaker = match policy.breaker_open {
+            None => None,
+            Some(open_wait) => {
                 let breaker = CircuitBreaker::builder()
                     .name(name.name())
                     .time_window(Duration::from_secs(5), 10)
                     .minimum_calls(10)
                     .failure_rate(0.5)
-                    .open_wait(p.breaker_open)
+                    .open_wait(open_wait)
                     .half_open_calls(3)
                     .half_open_max_concurrent(1)
                     .event_sink(Arc::clone(&sink))
                     .build()?;
                 metrics.register_breaker(name.name());
-                let mut stack = Stack::new()
-                    .breaker(breaker.clone())
-                    .attempt_timeout(p.attempt_timeout)?
-                    .deadline(p.deadline)?;
-                if p.retries > 0 {
-                    let budget = Arc::new(RetryBudget::try_new(Duration::from_secs(10), 5, 0.2)?);
-                    let retry = Retry::builder(Backoff::try_new(
-                        BackoffKind::EqualJitter,
-                        Duration::from_millis(10),
-                        Duration::from_millis(100),
-                    )?)
-                    .name(name.name())
-                    .max_attempts(p.retries + 1)
-                    .budget(budget)
-                    .event_sink(sink)
-                    .build()?;
-                    stack = stack.retry(retry);
-                }
-                let client = Client::new(faultline_http::ClientConfig {
-                    request_timeout: p.attempt_timeout.max(p.deadline),
-                    connect_timeout: p.attempt_timeout,
-                    ..Default::default()
-                });
-                (Some(stack), Some(breaker), client)
+                stack = stack.breaker(breaker.clone());
+                Some(breaker)
             }
         };
+        if let Some(t) = policy.attempt_timeout {
+            stack = stack.attempt_timeout(t)?;
+        }
+        if let Some(d) = policy.deadline {
+            stack = stack.deadline(d)?;
+        }
+        if policy.retries > 0 {
+            let mut retry = Retry::builder(Backoff::try_new(
+                BackoffKind::EqualJitter,
+                Duration::from_millis(10),
+                Duration::from_millis(100),
+            )?)
+            .name(name.name())
+            .max_attempts(policy.retries + 1)
+            .event_sink(sink);
+            if policy.retry_budget {
+                retry = retry.budget(Arc::new(RetryBudget::try_new(
+                    Duration::from_secs(10),
+                    5,
+                    0.2,
+                )?));
+            }
+            stack = stack.retry(retry.build()?);
+        }
+        // The transport's own limits sit at the policy's, or wait as long as the upstream takes.
+        let longest = policy
+            .attempt_timeout
+            .into_iter()
+            .chain(policy.deadline)
+            .max();
+        let client = Client::new(faultline_http::ClientConfig {
+            request_timeout: longest.unwrap_or(NAIVE_WAIT),
+            connect_timeout: policy.attempt_timeout.or(longest).unwrap_or(NAIVE_WAIT),
+            ..Default::default()
+        });
         Ok(Upstream {
             name,
             endpoints: balancer,
             client,
             stack,
             breaker,
+            balancing: policy.balancing,
+            fresh_keys: policy.fresh_keys.then(|| AtomicU64::new(0)),
             metrics,
         })
     }
@@ -176,7 +213,7 @@ impl Upstream {
         self.name
     }
 
-    /// The breaker state, `None` without resilience.
+    /// The breaker state, `None` without a breaker.
     pub fn breaker_state(&self) -> Option<State> {
         self.breaker.as_ref().map(CircuitBreaker::state)
     }
@@ -218,26 +255,21 @@ impl Upstream {
         headers: &[(&str, &str)],
     ) -> Result<Reply, UpstreamError> {
         let once = || self.attempt(method, path, body.clone(), headers);
-        match &self.stack {
-            None => once().await,
-            Some(stack) => {
-                let result = stack
-                    .call_with(
-                        once,
-                        |r: &Result<Reply, UpstreamError>| match r {
-                            Ok(_) => Outcome::Success,
-                            Err(_) => Outcome::Failure,
-                        },
-                        |r| match r {
-                            Err(faultline_resilience::Error::Inner(_))
-                            | Err(faultline_resilience::Error::Timeout(_)) => RetryDecision::Retry,
-                            _ => RetryDecision::Done,
-                        },
-                    )
-                    .await;
-                result.map_err(|e| self.policy_error(e))
-            }
-        }
+        self.stack
+            .call_with(
+                once,
+                |r: &Result<Reply, UpstreamError>| match r {
+                    Ok(_) => Outcome::Success,
+                    Err(_) => Outcome::Failure,
+                },
+                |r| match r {
+                    Err(faultline_resilience::Error::Inner(_))
+                    | Err(faultline_resilience::Error::Timeout(_)) => RetryDecision::Retry,
+                    _ => RetryDecision::Done,
+                },
+            )
+            .await
+            .map_err(|e| self.policy_error(e))
     }
 
     fn policy_error(&self, e: faultline_resilience::Error<UpstreamError>) -> UpstreamError {
@@ -273,7 +305,7 @@ impl Upstream {
         body: Option<Bytes>,
         headers: &[(&str, &str)],
     ) -> Result<Reply, UpstreamError> {
-        let pick = if self.stack.is_some() {
+        let pick = if self.balancing {
             self.endpoints.pick_p2c()
         } else {
             self.endpoints.pick_round_robin()
@@ -282,7 +314,13 @@ impl Upstream {
             .client
             .request(method, format!("http://{}{path}", pick.value()));
         for (k, v) in headers {
-            req = req.header(*k, *v);
+            match &self.fresh_keys {
+                Some(n) if k.eq_ignore_ascii_case(IDEMPOTENCY_KEY) => {
+                    let n = n.fetch_add(1, Ordering::Relaxed);
+                    req = req.header(*k, format!("{v}-attempt-{n}"));
+                }
+                _ => req = req.header(*k, *v),
+            }
         }
         if let Some(b) = body {
             req = req.header("content-type", "application/json").body(b);
@@ -382,5 +420,99 @@ fn on_event(metrics: &ServiceMetrics, event: &Event<'_>) {
         }
         Event::Retry { name, .. } => metrics.retry(name),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use faultline_http::{Request, Response, Router, Server};
+
+    use super::*;
+
+    /// A loopback server answering every `POST /charge` with 500, recording the idempotency
+    /// key of each attempt it saw.
+    async fn failing_server() -> (String, Arc<Mutex<Vec<String>>>) {
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = Arc::clone(&seen);
+        let app = Router::new().post("/charge", move |req: &Request<'_>| {
+            let key = req.header_str(IDEMPOTENCY_KEY).unwrap_or("").to_string();
+            log.lock().unwrap().push(key);
+            Response::error(500, "down")
+        });
+        let server = Server::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap().to_string();
+        tokio::spawn(server.serve(app));
+        (addr, seen)
+    }
+
+    async fn keys_sent(policy: UpstreamPolicy) -> (Vec<String>, Option<State>) {
+        let (addr, seen) = failing_server().await;
+        let metrics = crate::observe::Observability::new("orders").metrics;
+        let up = Upstream::new(Service::Payments, vec![addr], policy, metrics).unwrap();
+        let r = up
+            .call(
+                Method::Post,
+                "/charge",
+                None,
+                &[(IDEMPOTENCY_KEY, "order-7")],
+            )
+            .await;
+        assert!(matches!(r, Err(UpstreamError::Status { status: 500, .. })));
+        let keys = seen.lock().unwrap().clone();
+        (keys, up.breaker_state())
+    }
+
+    fn resilient() -> UpstreamPolicy {
+        UpstreamPolicy {
+            attempt_timeout: Some(Duration::from_millis(500)),
+            deadline: Some(Duration::from_millis(1500)),
+            retries: 2,
+            retry_budget: true,
+            breaker_open: Some(Duration::from_secs(2)),
+            balancing: true,
+            fresh_keys: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_repeat_the_same_key_and_fresh_keys_make_each_attempt_new() {
+        let (keys, breaker) = keys_sent(resilient()).await;
+        assert_eq!(keys, ["order-7"; 3]);
+        assert_eq!(breaker, Some(State::Closed));
+        let (keys, _) = keys_sent(UpstreamPolicy {
+            fresh_keys: true,
+            ..resilient()
+        })
+        .await;
+        assert_eq!(keys.len(), 3);
+        assert!(
+            keys.iter().all(|k| k.starts_with("order-7-attempt-")),
+            "{keys:?}"
+        );
+        let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(distinct.len(), 3, "{keys:?}");
+    }
+
+    #[tokio::test]
+    async fn removing_retries_or_the_breaker_removes_only_that_layer() {
+        let (keys, breaker) = keys_sent(UpstreamPolicy {
+            retries: 0,
+            ..resilient()
+        })
+        .await;
+        assert_eq!(keys, ["order-7"]);
+        assert_eq!(breaker, Some(State::Closed));
+        let (keys, breaker) = keys_sent(UpstreamPolicy {
+            breaker_open: None,
+            ..resilient()
+        })
+        .await;
+        assert_eq!(keys.len(), 3);
+        assert_eq!(breaker, None);
+        let (keys, breaker) = keys_sent(UpstreamPolicy::NAIVE).await;
+        assert_eq!(keys, ["order-7"]);
+        assert_eq!(breaker, None);
     }
 }

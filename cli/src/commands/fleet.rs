@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use faultline_fleet::config::Disabled;
 use faultline_fleet::serve::ServeError;
 use faultline_fleet::{ChildLogs, Fleet, LaunchOptions, Service};
 use faultline_telemetry::LogFormat;
@@ -42,8 +43,12 @@ pub enum FleetCommand {
     Up {
         /// Turn every resilience policy off (timeouts, retries, breakers, rate limit,
         /// degradation), to see what the fleet does without them.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "disable")]
         no_resilience: bool,
+        /// Remove these resilience policies, and only these (comma-separated; `FL_DISABLE`):
+        /// a fragile variant of the fleet. `docs/fleet.md` lists the names.
+        #[arg(long, value_name = "POLICY,...")]
+        disable: Option<String>,
         /// Write each service's log to DIR/SERVICE.log instead of this terminal.
         #[arg(long, value_name = "DIR")]
         log_dir: Option<PathBuf>,
@@ -60,8 +65,17 @@ pub fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
         } => serve(&service, bind, &log_format),
         FleetCommand::Up {
             no_resilience,
+            disable,
             log_dir,
-        } => up(no_resilience, log_dir),
+        } => {
+            let disabled = if no_resilience {
+                Disabled::all()
+            } else {
+                Disabled::parse(disable.as_deref().unwrap_or_default())
+                    .map_err(|e| InvalidInput(e.to_string()))?
+            };
+            up(&disabled, log_dir)
+        }
     }
 }
 
@@ -96,9 +110,9 @@ fn serve(service: &str, bind: SocketAddr, log_format: &str) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-fn up(no_resilience: bool, log_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn up(disabled: &Disabled, log_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     faultline_telemetry::init_tracing(LogFormat::Pretty, "info").context("setting up logging")?;
-    let mut options = LaunchOptions::current_exe()?.resilience(!no_resilience);
+    let mut options = LaunchOptions::current_exe()?.disable(disabled);
     if let Some(dir) = log_dir {
         options = options.logs(ChildLogs::Dir(dir));
     }
@@ -106,7 +120,7 @@ fn up(no_resilience: bool, log_dir: Option<PathBuf>) -> anyhow::Result<ExitCode>
         let shutdown = faultline_fleet::serve::install_shutdown_signal()
             .context("installing the SIGTERM handler")?;
         let fleet = Fleet::start(options).await.context("starting the fleet")?;
-        print_table(&fleet, no_resilience)?;
+        print_table(&fleet, disabled)?;
         shutdown.await;
         eprintln!("stopping the fleet...");
         fleet.stop().await;
@@ -114,7 +128,7 @@ fn up(no_resilience: bool, log_dir: Option<PathBuf>) -> anyhow::Result<ExitCode>
     })
 }
 
-fn print_table(fleet: &Fleet, no_resilience: bool) -> std::io::Result<()> {
+fn print_table(fleet: &Fleet, disabled: &Disabled) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{:<14} {:<28} {:>8}", "SERVICE", "URL", "PID")?;
     for service in Service::START_ORDER.iter().rev() {
@@ -130,11 +144,13 @@ fn print_table(fleet: &Fleet, no_resilience: bool) -> std::io::Result<()> {
         )?;
     }
     writeln!(out)?;
-    writeln!(
-        out,
-        "resilience: {}",
-        if no_resilience { "off" } else { "on" }
-    )?;
+    if disabled.is_empty() {
+        writeln!(out, "resilience: on")?;
+    } else if *disabled == Disabled::all() {
+        writeln!(out, "resilience: off")?;
+    } else {
+        writeln!(out, "resilience: on, without {disabled}")?;
+    }
     writeln!(
         out,
         "try:     curl -s -X POST {}/api/orders -d '{{\"sku\":\"A-1\",\"qty\":1}}'",

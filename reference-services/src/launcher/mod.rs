@@ -219,6 +219,12 @@ impl LaunchOptions {
         self.env("FL_RESILIENCE", if on { "on" } else { "off" })
     }
 
+    /// Removes exactly the `disabled` policies (`FL_DISABLE`), and no others.
+    pub fn disable(self, disabled: &crate::config::Disabled) -> Self {
+        self.env("FL_RESILIENCE", "on")
+            .env("FL_DISABLE", disabled.to_string())
+    }
+
     /// Sets where children's logs go.
     pub fn logs(mut self, logs: ChildLogs) -> Self {
         self.logs = logs;

@@ -12,7 +12,7 @@ use faultline_resilience::ratelimit::{Quota, RateLimiter};
 
 use super::{BuildError, Built, SHED_HEADER, degradation_ticker, upstream_failure, with_state};
 use crate::Service;
-use crate::config::ServiceConfig;
+use crate::config::{Policy, ServiceConfig};
 use crate::observe::Observability;
 use crate::upstream::{Upstream, UpstreamError, UpstreamPolicy};
 
@@ -29,23 +29,30 @@ struct Gateway {
 
 /// Builds the gateway.
 pub fn build(config: &ServiceConfig, obs: &Observability) -> Result<Built, BuildError> {
-    let policy = config.resilience.then_some(UpstreamPolicy {
-        attempt_timeout: config.gateway_budget,
-        deadline: config.gateway_budget,
-        retries: 0,
-        breaker_open: config.breaker_open,
-    });
+    let off = &config.disabled;
+    let budget = off
+        .keeps(Policy::GatewayBudget)
+        .then_some(config.gateway_budget);
+    let policy = UpstreamPolicy {
+        attempt_timeout: budget,
+        deadline: budget,
+        breaker_open: config.breaker_on(Service::Orders),
+        balancing: off.keeps(Policy::Balancing),
+        ..UpstreamPolicy::NAIVE
+    };
     let endpoints = config
         .upstreams
         .get(&Service::Orders)
         .cloned()
         .unwrap_or_default();
-    let limiter = if config.resilience {
+    let limiter = if off.keeps(Policy::RateLimit) {
         Some(RateLimiter::new(Quota::per_second(config.rate_limit)?).with_name("gateway"))
     } else {
         None
     };
-    let degradation = if config.resilience {
+    // The gateway's level only drives its cache fallback: without it there is no controller
+    // and the level stays 0.
+    let degradation = if off.keeps(Policy::CacheFallback) {
         Some(
             DegradationController::try_new(DegradationConfig {
                 window: Duration::from_secs(5),

@@ -66,7 +66,10 @@ pub fn build(config: &ServiceConfig) -> Built {
 }
 
 fn reserve(state: &Mutex<State>, req: &Request<'_>) -> Response {
-    let Some(key) = req.header_str("idempotency-key").filter(|k| !k.is_empty()) else {
+    let Some(key) = req
+        .header_str(crate::upstream::IDEMPOTENCY_KEY)
+        .filter(|k| !k.is_empty())
+    else {
         return Response::error(400, "missing Idempotency-Key header");
     };
     let body: ReserveRequest = match parse_body(req.body()) {

@@ -1,4 +1,5 @@
-//! notifications: accepts notifications into a bounded queue (202), 503 when it is full.
+//! notifications: accepts notifications into a bounded queue (202), 503 when it is full;
+//! without the `notify-queue-bound` policy the queue grows without limit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +9,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{Built, parse_body};
-use crate::config::ServiceConfig;
+use crate::config::{Policy, ServiceConfig};
 
 /// `POST /notify` body.
 #[derive(Debug, Deserialize)]
@@ -20,9 +21,46 @@ pub struct NotifyRequest {
     pub message: String,
 }
 
+/// The sending side of the delivery queue.
+enum Queue {
+    Bounded(mpsc::Sender<NotifyRequest>),
+    Unbounded(mpsc::UnboundedSender<NotifyRequest>),
+}
+
+impl Queue {
+    /// Queues `n`; false when the queue is full.
+    fn offer(&self, n: NotifyRequest) -> bool {
+        match self {
+            Queue::Bounded(tx) => tx.try_send(n).is_ok(),
+            Queue::Unbounded(tx) => tx.send(n).is_ok(),
+        }
+    }
+}
+
+/// The receiving side of the delivery queue.
+enum Inbox {
+    Bounded(mpsc::Receiver<NotifyRequest>),
+    Unbounded(mpsc::UnboundedReceiver<NotifyRequest>),
+}
+
+impl Inbox {
+    async fn recv(&mut self) -> Option<NotifyRequest> {
+        match self {
+            Inbox::Bounded(rx) => rx.recv().await,
+            Inbox::Unbounded(rx) => rx.recv().await,
+        }
+    }
+}
+
 /// Builds the notifications routes and the queue's delivery worker.
 pub fn build(config: &ServiceConfig) -> Built {
-    let (tx, mut rx) = mpsc::channel::<NotifyRequest>(config.notify_queue);
+    let (tx, mut rx) = if config.disabled.keeps(Policy::NotifyQueueBound) {
+        let (tx, rx) = mpsc::channel(config.notify_queue);
+        (Queue::Bounded(tx), Inbox::Bounded(rx))
+    } else {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Queue::Unbounded(tx), Inbox::Unbounded(rx))
+    };
     let delivered = Arc::new(AtomicU64::new(0));
     let worker_delivered = Arc::clone(&delivered);
     let worker = async move {
@@ -37,9 +75,10 @@ pub fn build(config: &ServiceConfig) -> Built {
                 Ok(b) => b,
                 Err(resp) => return resp,
             };
-            match tx.try_send(body) {
-                Ok(()) => Response::json_with_status(202, &serde_json::json!({"queued": true})),
-                Err(_) => Response::error(503, "notification queue is full"),
+            if tx.offer(body) {
+                Response::json_with_status(202, &serde_json::json!({"queued": true}))
+            } else {
+                Response::error(503, "notification queue is full")
             }
         })
         .get("/stats", move |_: &Request<'_>| {

@@ -1,7 +1,7 @@
 //! orders: the order workflow. Reserves stock (critical, retried with the order's idempotency
 //! key), charges payments (critical, retried with the same key) and notifies (non-critical:
-//! with resilience on, a failure is logged and counted, never fails the order, and is shed at
-//! degradation L2 and above).
+//! a failure is logged and counted, never fails the order, and is shed at degradation L2 and
+//! above). `FL_DISABLE` removes each of these policies on its own.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BuildError, Built, degradation_ticker, parse_body, upstream_failure, with_state};
 use crate::Service;
-use crate::config::ServiceConfig;
+use crate::config::{Disabled, Policy, ServiceConfig};
 use crate::observe::Observability;
 use crate::upstream::{Upstream, UpstreamError, UpstreamPolicy};
 
@@ -53,7 +53,7 @@ pub struct Order {
 }
 
 struct Orders {
-    resilience: bool,
+    disabled: Disabled,
     next_id: AtomicU64,
     orders: Mutex<HashMap<u64, Order>>,
     inventory: Upstream,
@@ -65,20 +65,34 @@ struct Orders {
 
 /// Builds the orders service.
 pub fn build(config: &ServiceConfig, obs: &Observability) -> Result<Built, BuildError> {
-    let critical = config.resilience.then_some(UpstreamPolicy {
-        attempt_timeout: config.attempt_timeout,
-        deadline: config.attempt_timeout * 3,
-        retries: 2,
-        breaker_open: config.breaker_open,
-    });
-    let non_critical = config.resilience.then_some(UpstreamPolicy {
-        attempt_timeout: config.notify_timeout,
-        deadline: config.notify_timeout,
-        retries: 0,
-        breaker_open: config.breaker_open,
-    });
+    let off = &config.disabled;
+    let critical = |to: Service| UpstreamPolicy {
+        attempt_timeout: off
+            .keeps(Policy::AttemptTimeout)
+            .then_some(config.attempt_timeout),
+        deadline: off
+            .keeps(Policy::Deadline)
+            .then_some(config.attempt_timeout * 3),
+        retries: if off.keeps(Policy::Retries) { 2 } else { 0 },
+        retry_budget: off.keeps(Policy::RetryBudget),
+        breaker_open: config.breaker_on(to),
+        balancing: off.keeps(Policy::Balancing),
+        fresh_keys: off.has(Policy::Idempotency),
+    };
+    let notify_timeout = off
+        .keeps(Policy::NotifyTimeout)
+        .then_some(config.notify_timeout);
+    let non_critical = UpstreamPolicy {
+        attempt_timeout: notify_timeout,
+        deadline: notify_timeout,
+        breaker_open: config.breaker_on(Service::Notifications),
+        balancing: off.keeps(Policy::Balancing),
+        ..UpstreamPolicy::NAIVE
+    };
     let endpoints = |s: Service| config.upstreams.get(&s).cloned().unwrap_or_default();
-    let degradation = if config.resilience {
+    // orders' level only drives notification shedding: without it there is no controller and
+    // the level stays 0.
+    let degradation = if off.keeps(Policy::Shedding) {
         Some(
             DegradationController::try_new(DegradationConfig {
                 window: Duration::from_secs(5),
@@ -91,19 +105,19 @@ pub fn build(config: &ServiceConfig, obs: &Observability) -> Result<Built, Build
         None
     };
     let state = Arc::new(Orders {
-        resilience: config.resilience,
+        disabled: off.clone(),
         next_id: AtomicU64::new(1),
         orders: Mutex::new(HashMap::new()),
         inventory: Upstream::new(
             Service::Inventory,
             endpoints(Service::Inventory),
-            critical,
+            critical(Service::Inventory),
             obs.metrics.clone(),
         )?,
         payments: Upstream::new(
             Service::Payments,
             endpoints(Service::Payments),
-            critical,
+            critical(Service::Payments),
             obs.metrics.clone(),
         )?,
         notifications: Upstream::new(
@@ -178,7 +192,12 @@ impl Orders {
     ) -> Result<faultline_http::ClientResponse, UpstreamError> {
         let started = Instant::now();
         let r = upstream
-            .call(Method::Post, path, Some(body), &[("idempotency-key", key)])
+            .call(
+                Method::Post,
+                path,
+                Some(body),
+                &[(crate::upstream::IDEMPOTENCY_KEY, key)],
+            )
             .await;
         self.record(started, &r);
         r
@@ -246,10 +265,11 @@ impl Orders {
         Response::json_with_status(201, &order)
     }
 
-    /// Notifies about order `id`. With resilience on this never fails the order; without it a
-    /// failure propagates, as naive `?` error handling would.
+    /// Notifies about order `id`. While notifications are non-critical this never fails the
+    /// order; without that policy a failure propagates, as naive `?` error handling would.
     async fn notify(&self, id: u64, key: &str) -> Result<bool, Response> {
-        if self.resilience && self.obs.level() >= 2 {
+        let non_critical = self.disabled.keeps(Policy::NotifyNonCritical);
+        if self.obs.level() >= 2 && self.disabled.keeps(Policy::Shedding) {
             self.obs.metrics.observe_client_request(
                 Service::Notifications.name(),
                 ClientOutcome::Rejected,
@@ -263,7 +283,7 @@ impl Orders {
             .await
         {
             Ok(r) if r.is_success() => Ok(true),
-            Ok(r) if self.resilience => {
+            Ok(r) if non_critical => {
                 tracing::warn!(
                     order = id,
                     status = r.status(),
@@ -275,7 +295,7 @@ impl Orders {
                 502,
                 &format!("notifications answered {}", r.status()),
             )),
-            Err(e) if self.resilience => {
+            Err(e) if non_critical => {
                 tracing::warn!(order = id, error = %e, "notification failed; order kept");
                 Ok(false)
             }

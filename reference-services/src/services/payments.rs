@@ -48,7 +48,10 @@ pub fn build(config: &ServiceConfig) -> Built {
     let payments: Arc<Mutex<HashMap<String, Payment>>> = Arc::default();
     let rounds = config.payments_work_rounds;
     let router = Router::new().post("/charge", move |req: &Request<'_>| {
-        let Some(key) = req.header_str("idempotency-key").filter(|k| !k.is_empty()) else {
+        let Some(key) = req
+            .header_str(crate::upstream::IDEMPOTENCY_KEY)
+            .filter(|k| !k.is_empty())
+        else {
             return Response::error(400, "missing Idempotency-Key header");
         };
         let body: ChargeRequest = match parse_body(req.body()) {

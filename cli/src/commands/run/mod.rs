@@ -76,8 +76,9 @@ pub struct RunArgs {
     /// Exit 2 when an experiment is skipped because this mode cannot run it.
     #[arg(long)]
     pub strict: bool,
-    /// Environment override for every fleet service, e.g. `FL_RESILIENCE=off`; repeat
-    /// for more. `FL_RESILIENCE` from the environment is honoured too.
+    /// Environment override for every fleet service, e.g. `FL_RESILIENCE=off` or
+    /// `FL_DISABLE=retries,breaker-payments` (one policy removed at a time: see
+    /// docs/fleet.md); repeat for more. `FL_RESILIENCE` from the environment is honoured too.
     #[arg(long = "set-env", value_name = "K=V")]
     pub set_env: Vec<String>,
     /// No live progress line (the summary is still printed).
@@ -120,6 +121,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         return Err(InvalidInput("the files hold no experiment".into()).into());
     }
     let fleet_env = parse_set_env(&args.set_env)?;
+    faultline_fleet::config::check_overrides(&fleet_env)
+        .map_err(|e| InvalidInput(format!("the fleet's environment: {e}")))?;
     let placed = std::env::var_os(TARGETS_ENV).map(PathBuf::from);
     if placed.is_some() && loaded.experiments.len() > 1 {
         return Err(InvalidInput(format!(
