@@ -162,7 +162,10 @@ pub struct SignalHandle {
     process: ProcessRef,
     signal: Signal,
     delivered_at: Instant,
+    /// The state `/proc` showed once the signal settled (`T` for a stopped process).
     state_after: Option<char>,
+    /// The state after SIGCONT, once the fault is reverted.
+    state_resumed: Option<char>,
     continued: bool,
 }
 
@@ -181,16 +184,27 @@ impl SignalHandle {
             "pidfd".into(),
             if self.process.has_pidfd() { 1.0 } else { 0.0 },
         );
-        let state = self
-            .state_after
-            .map_or("gone".to_string(), |c| c.to_string());
+        let state_name = |s: Option<char>| s.map_or("gone".to_string(), |c| c.to_string());
+        let state = state_name(self.state_after);
         effect.summary = if self.signal == Signal::Stop {
             effect.metrics.insert("stopped_seconds".into(), held);
+            effect.metrics.insert(
+                "stopped".into(),
+                if matches!(self.state_after, Some('T' | 't')) {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
             format!(
                 "{} delivered to pid {}; state after: {state}; stopped {held:.2} s{}",
                 signal_name(self.signal),
                 self.process.pid(),
-                if self.continued { ", continued" } else { "" }
+                if self.continued {
+                    format!(", continued (state {})", state_name(self.state_resumed))
+                } else {
+                    String::new()
+                }
             )
         } else {
             format!(
@@ -288,6 +302,7 @@ impl Fault for SignalFault {
             signal: self.signal,
             delivered_at,
             state_after,
+            state_resumed: None,
             // Only SIGSTOP has something to undo.
             continued: self.signal != Signal::Stop,
         })
@@ -300,7 +315,8 @@ impl Fault for SignalFault {
     fn revert(&self, mut handle: SignalHandle) -> Result<ObservedEffect, FaultError> {
         handle.cont()?;
         if self.signal == Signal::Stop {
-            handle.state_after = proc_stat(handle.process.pid()).map(|s| s.state);
+            // The stop's own state stays the evidence; this says the process runs again.
+            handle.state_resumed = proc_stat(handle.process.pid()).map(|s| s.state);
         }
         Ok(handle.effect())
     }
@@ -352,10 +368,19 @@ mod tests {
             "{}",
             effect.summary
         );
+        assert_eq!(effect.metrics["stopped"], 1.0);
         let effect = fault.revert(handle).unwrap();
         let state = proc_stat(pid).unwrap().state;
         assert!(state == 'S' || state == 'R', "state after SIGCONT: {state}");
-        assert!(effect.summary.contains("continued"), "{}", effect.summary);
+        // The final evidence still shows what the stop did, and that it was undone.
+        assert!(
+            effect.summary.contains("state after: T")
+                && (effect.summary.contains("continued (state S)")
+                    || effect.summary.contains("continued (state R)")),
+            "{}",
+            effect.summary
+        );
+        assert_eq!(effect.metrics["stopped"], 1.0);
     }
 
     #[test]

@@ -132,6 +132,10 @@ fn every_fault_a_passing_dry_run_accepts_is_applied_without_refusal() {
                 "{name}: the dry run named no backend for {fault}"
             );
         }
+        // A dry run measures nothing: its SLOs are neither passed nor failed (JUnit skips).
+        for slo in dry["slos"].as_array().unwrap() {
+            assert_eq!(slo["verdict"], "notMeasured", "{name}: {slo}");
+        }
 
         let short = dir.path().join(format!("{name}-short.yaml"));
         std::fs::write(&short, serde_yaml::to_string(&compressed(&doc)).unwrap()).unwrap();

@@ -2,6 +2,7 @@
 //! `chaos run` collect files (directories searched recursively) and parse them
 //! (every document of a multi-document file), so both agree on what a file holds.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use faultline_spec::{Diagnostic, Experiment, ValidateOptions};
@@ -43,7 +44,8 @@ pub fn validate_options(no_host_check: bool) -> ValidateOptions {
 
 /// Reads and validates every file under `paths`. A path that cannot be read is an
 /// error; an invalid file is not (its diagnostics are collected, so every mistake is
-/// reported at once).
+/// reported at once). Experiment names must be unique across the files, because a
+/// suite's reports are keyed by them: a name used twice is a diagnostic too.
 pub fn load(paths: &[PathBuf], opts: &ValidateOptions) -> Result<Collection, InvalidInput> {
     let files = collect_files(paths)?;
     let mut out = Collection {
@@ -64,7 +66,35 @@ pub fn load(paths: &[PathBuf], opts: &ValidateOptions) -> Result<Collection, Inv
             Err(diags) => out.errors.extend(diags),
         }
     }
+    out.errors.extend(duplicate_names(&out.experiments));
     Ok(out)
+}
+
+/// A diagnostic for each experiment name used more than once, on the second file that
+/// uses it.
+fn duplicate_names(experiments: &[Loaded]) -> Vec<Diagnostic> {
+    let mut files: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for l in experiments {
+        files
+            .entry(l.experiment.name.as_str())
+            .or_default()
+            .push(l.file.as_str());
+    }
+    files
+        .into_iter()
+        .filter(|(_, f)| f.len() > 1)
+        .map(|(name, f)| Diagnostic {
+            file: f[1].to_string(),
+            line: 0,
+            column: 0,
+            path: "metadata.name".into(),
+            message: format!(
+                "experiment name `{name}` is used {} times ({}); names must be unique in a suite because reports are keyed by them",
+                f.len(),
+                f.join(", ")
+            ),
+        })
+        .collect()
 }
 
 /// Files named on the command line, plus `*.yaml`/`*.yml` found recursively under the
@@ -107,4 +137,41 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), InvalidInput> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXPERIMENT: &str = "apiVersion: faultline.dev/v1alpha1
+kind: Experiment
+metadata: {name: same}
+spec:
+  duration: 10s
+  load: {target: gateway, rate: 10/s, requests: [{method: GET, path: /healthz}]}
+  slos:
+    - {name: errors, errorRate: {service: gateway, max: 1%}, window: 5s}
+  faults:
+    - name: stop
+      target: {service: payments}
+      duration: 2s
+      process: {signal: SIGSTOP}
+";
+
+    #[test]
+    fn a_name_used_twice_is_a_diagnostic_naming_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["a.yaml", "b.yaml"] {
+            std::fs::write(dir.path().join(f), EXPERIMENT).unwrap();
+        }
+        let loaded = load(&[dir.path().to_path_buf()], &validate_options(true)).unwrap();
+        assert_eq!(loaded.experiments.len(), 2);
+        assert_eq!(loaded.errors.len(), 1, "{:?}", loaded.errors);
+        let d = &loaded.errors[0];
+        assert!(d.file.ends_with("b.yaml"), "{d}");
+        assert_eq!(d.path, "metadata.name");
+        assert!(d.message.contains("`same` is used 2 times"), "{d}");
+        let one = load(&[dir.path().join("a.yaml")], &validate_options(true)).unwrap();
+        assert!(one.errors.is_empty(), "{:?}", one.errors);
+    }
 }

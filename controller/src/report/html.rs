@@ -381,6 +381,7 @@ fn verdict_class(v: SloVerdict) -> &'static str {
         SloVerdict::Fail => "fail",
         SloVerdict::NoData => "nodata",
         SloVerdict::Inconclusive => "inconclusive",
+        SloVerdict::NotMeasured => "skipped",
     }
 }
 

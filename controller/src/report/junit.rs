@@ -98,7 +98,12 @@ impl Counts {
             errors: fault_errors
                 + slo_errors
                 + usize::from(run_case && !matches!(outcome, Outcome::Aborted | Outcome::Skipped)),
-            skipped: usize::from(outcome == Outcome::Skipped),
+            skipped: usize::from(outcome == Outcome::Skipped)
+                + report
+                    .slos
+                    .iter()
+                    .filter(|s| s.verdict == SloVerdict::NotMeasured)
+                    .count(),
         }
     }
 
@@ -202,6 +207,11 @@ fn write_testsuite(x: &mut String, report: &RunReport) -> Result<(), ReportError
                     escape_xml(&sample_lines(report.started_ms, slo))
                 )?;
             }
+            SloVerdict::NotMeasured => writeln!(
+                x,
+                r#"      <skipped message="{}: not measured (a dry run measures nothing)"/>"#,
+                escape_xml(&slo.name)
+            )?,
             SloVerdict::NoData => {
                 let missing = slo
                     .samples
@@ -358,6 +368,27 @@ mod tests {
             x.contains(r#"<testsuites name="faultline" tests="2" failures="1" errors="0""#),
             "{x}"
         );
+    }
+
+    #[test]
+    fn a_dry_runs_slos_are_skipped_testcases_not_failures() {
+        let mut dry = report("checkout", Outcome::Pass);
+        let mut unmeasured = slo("gateway-p99", 0.8, 0.1, Unit::Seconds);
+        unmeasured.samples.clear();
+        unmeasured.verdict = SloVerdict::NotMeasured;
+        dry.slos = vec![unmeasured];
+        let x = to_junit(&dry).unwrap();
+        assert!(
+            x.contains(r#"tests="1" failures="0" errors="0" skipped="1""#),
+            "{x}"
+        );
+        assert!(
+            x.contains(
+                r#"<skipped message="gateway-p99: not measured (a dry run measures nothing)"/>"#
+            ),
+            "{x}"
+        );
+        assert!(!x.contains("<failure"), "{x}");
     }
 
     #[test]

@@ -246,6 +246,8 @@ pub enum SloVerdict {
     /// Client-side measurements were distorted by the load generator itself (requests
     /// waited inside it beyond its tolerance), so the SLO was not judged. Not a pass.
     Inconclusive,
+    /// Nothing was measured because nothing ran: a dry run. Neither a pass nor a failure.
+    NotMeasured,
 }
 
 impl SloVerdict {
@@ -265,13 +267,14 @@ impl SloVerdict {
         }
     }
 
-    /// `pass`, `fail`, `no data`, `inconclusive`.
+    /// `pass`, `fail`, `no data`, `inconclusive`, `not measured`.
     pub fn as_str(self) -> &'static str {
         match self {
             SloVerdict::Pass => "pass",
             SloVerdict::Fail => "fail",
             SloVerdict::NoData => "no data",
             SloVerdict::Inconclusive => "inconclusive",
+            SloVerdict::NotMeasured => "not measured",
         }
     }
 }

@@ -68,6 +68,7 @@ pub fn summary(report: &RunReport, color: bool) -> String {
             SloVerdict::Fail => paint(color, "31", "FAIL"),
             SloVerdict::NoData => paint(color, "33", "NO DATA"),
             SloVerdict::Inconclusive => paint(color, "35", "INCONCLUSIVE"),
+            SloVerdict::NotMeasured => "not measured".to_string(),
         };
         let _ = writeln!(
             out,

@@ -436,6 +436,9 @@ pub async fn run(
             Ok(faults) => {
                 let checked = faults.len();
                 run.report.faults = faults;
+                for slo in &mut run.report.slos {
+                    slo.verdict = SloVerdict::NotMeasured;
+                }
                 let reason = format!(
                     "dry run: {} fault(s) resolved, preflighted and checked by their agents ({checked} request(s)), nothing injected",
                     experiment.spec.faults.len()
@@ -668,15 +671,16 @@ async fn execute(
         }
         let elapsed = t0.elapsed();
         let at = SystemTime::now();
+        // SLOs and aborts look back no further than the load has run: a window reaching
+        // back before the first request would count the empty time before it as part of
+        // the rate (a throughput of 150/s reads as 100/s over a 15 s window judged 10 s in).
+        let clipped = |window: Duration| window.min(elapsed.max(config.tick));
 
-        // Evaluate every SLO, over no more than the time the load has run: a window
-        // reaching back before the first request would count the empty time before it
-        // as part of the rate (a throughput of 150/s reads as 100/s over a 15 s window
-        // judged 10 s in).
+        // Evaluate every SLO.
         let evals = join_all(spec.slos.iter().map(|slo| async {
             match backends.for_source(slo.source) {
                 Ok(b) => b
-                    .evaluate(&slo.kind, slo.window.0.min(elapsed.max(config.tick)), at)
+                    .evaluate(&slo.kind, clipped(slo.window.0), at)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -705,10 +709,7 @@ async fn execute(
         // Abort conditions.
         let aborts = join_all(spec.abort.iter().map(|a| async {
             match backends.for_source(a.source) {
-                Ok(b) => b
-                    .evaluate(&a.kind, a.window.0.min(elapsed.max(config.tick)), at)
-                    .await
-                    .ok(),
+                Ok(b) => b.evaluate(&a.kind, clipped(a.window.0), at).await.ok(),
                 Err(_) => None,
             }
         }))

@@ -2,8 +2,6 @@
 //! starts: run it, skip it because this mode cannot run it (with the reason), or refuse
 //! the whole suite because an experiment is invalid input for this mode.
 
-use std::collections::BTreeMap;
-
 use faultline_controller::report::RunMode;
 use faultline_controller::run::RunError;
 use faultline_spec::{Experiment, FaultKind, SloKind, Target};
@@ -21,16 +19,16 @@ pub struct Planned {
     pub skip: Option<String>,
 }
 
-/// Plans every experiment: the mode's limitations become skip reasons; names must be
-/// unique (reports are keyed by them), and an experiment that will run must pass the
-/// mode's input checks ([`local::check`] in local mode). Every problem of every
-/// experiment is reported at once, and then nothing runs.
+/// Plans every experiment: the mode's limitations become skip reasons, and an experiment
+/// that will run must pass the mode's input checks ([`local::check`] in local mode). Every
+/// problem of every experiment is reported at once, and then nothing runs. (Unique names
+/// are checked when the files are read, by `chaos validate` too.)
 pub fn plan(
     experiments: Vec<Loaded>,
     mode: RunMode,
     prometheus: bool,
 ) -> Result<Vec<Planned>, InvalidInput> {
-    let mut problems = duplicate_names(&experiments);
+    let mut problems = Vec::new();
     let mut planned = Vec::with_capacity(experiments.len());
     for loaded in experiments {
         let skip = skip_reason(&loaded.experiment, mode, prometheus);
@@ -54,27 +52,6 @@ pub fn plan(
             problems.join("\n")
         )))
     }
-}
-
-fn duplicate_names(experiments: &[Loaded]) -> Vec<String> {
-    let mut files: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for l in experiments {
-        files
-            .entry(l.experiment.name.as_str())
-            .or_default()
-            .push(l.file.as_str());
-    }
-    files
-        .into_iter()
-        .filter(|(_, f)| f.len() > 1)
-        .map(|(name, f)| {
-            format!(
-                "experiment name `{name}` is used {} times ({}); names must be unique in a suite because reports are keyed by them",
-                f.len(),
-                f.join(", ")
-            )
-        })
-        .collect()
 }
 
 /// Why `mode` cannot run the experiment, or `None` when it can. The one place mode
@@ -222,19 +199,5 @@ mod tests {
         )
         .unwrap();
         assert!(ok[0].skip.is_some());
-    }
-
-    #[test]
-    fn duplicate_names_are_refused() {
-        let l = |file: &str| Loaded {
-            experiment: with_fault("{service: payments}", "process: {signal: SIGSTOP}"),
-            file: file.into(),
-        };
-        let err = plan(vec![l("a.yaml"), l("b.yaml")], RunMode::Local, false).unwrap_err();
-        assert!(
-            err.0.contains("`x` is used 2 times (a.yaml, b.yaml)"),
-            "{}",
-            err.0
-        );
     }
 }

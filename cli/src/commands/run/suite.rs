@@ -40,8 +40,34 @@ struct Layout {
     junit: Option<PathBuf>,
 }
 
-fn stamp() -> String {
-    chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()
+/// A new directory `faultline-reports/<name>-<stamp>` (`<stamp>` alone for an empty name).
+fn claim_report_dir(name: &str) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let base = if name.is_empty() {
+        stamp.to_string()
+    } else {
+        format!("{name}-{stamp}")
+    };
+    claim_dir(Path::new("faultline-reports"), &base)
+}
+
+/// `root/base`, claimed by creating it, so two runs started in the same second never
+/// share a directory: the second gets `base-2`, and so on.
+fn claim_dir(root: &Path, base: &str) -> PathBuf {
+    let _ = std::fs::create_dir_all(root);
+    for n in 1..1000 {
+        let dir = root.join(if n == 1 {
+            base.to_string()
+        } else {
+            format!("{base}-{n}")
+        });
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            // Created, or unusable: writing the reports then says what is wrong with it.
+            _ => return dir,
+        }
+    }
+    root.join(base)
 }
 
 /// The directory of the first report flag; fleet logs go there.
@@ -77,9 +103,7 @@ impl Layout {
         };
         match (names, flags) {
             ([name], false) => Layout {
-                experiments: vec![in_dir(
-                    PathBuf::from("faultline-reports").join(format!("{name}-{}", stamp())),
-                )],
+                experiments: vec![in_dir(claim_report_dir(name))],
                 ..Layout::default()
             },
             ([_], true) => Layout {
@@ -94,7 +118,7 @@ impl Layout {
                 ..Layout::default()
             },
             (_, false) => {
-                let root = PathBuf::from("faultline-reports").join(stamp());
+                let root = claim_report_dir("");
                 Layout {
                     experiments: names.iter().map(|n| in_dir(root.join(n))).collect(),
                     index_json: Some(root.join("index.json")),
@@ -312,5 +336,23 @@ mod tests {
             PathBuf::from("out/report-quickstart.json")
         );
         assert_eq!(beside(Path::new("index"), "a"), PathBuf::from("index-a"));
+    }
+
+    #[test]
+    fn runs_started_in_the_same_second_get_their_own_report_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("faultline-reports");
+        let dirs: Vec<PathBuf> = (0..3)
+            .map(|_| claim_dir(&root, "20261205T012345Z"))
+            .collect();
+        assert_eq!(
+            dirs,
+            [
+                root.join("20261205T012345Z"),
+                root.join("20261205T012345Z-2"),
+                root.join("20261205T012345Z-3"),
+            ]
+        );
+        assert!(dirs.iter().all(|d| d.is_dir()));
     }
 }
