@@ -7,8 +7,8 @@
 
 #[path = "../../controller/tests/support/chromium.rs"]
 mod chromium;
+mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -233,33 +233,7 @@ fn sigint_mid_run_reverts_faults_stops_the_fleet_and_reports_aborted() -> Result
         .stderr(Stdio::piped())
         .spawn()
         .context("spawning chaos")?;
-    let stderr = child.stderr.take().context("stderr")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(45);
-    let mut seen = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(line) => {
-                let active = line.contains("faults: ");
-                seen.push(line);
-                if active {
-                    break;
-                }
-            }
-            Err(_) if Instant::now() > deadline => {
-                let _ = child.kill();
-                bail!("faults never became active:\n{}", seen.join("\n"));
-            }
-            Err(_) => {}
-        }
-    }
+    common::await_stderr_line(&mut child, "faults: ", Duration::from_secs(45))?;
     let running = marked_processes(&m);
     assert_eq!(running.len(), 5, "the five fleet services run: {running:?}");
     let sent = Instant::now();

@@ -6,6 +6,8 @@
 //! use `--dry-run`, which still starts a fresh local environment per experiment. The
 //! tests hold one lock so fleets never start side by side on a small machine.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -370,9 +372,8 @@ fn the_suite_index_lists_every_experiment_with_outcome_and_report_paths() -> Res
 #[test]
 fn sigint_during_a_suite_reverts_the_current_experiment_and_reports_the_rest_not_run() -> Result<()>
 {
-    use std::io::{BufRead, BufReader};
     use std::process::Stdio;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir()?;
@@ -398,27 +399,7 @@ fn sigint_during_a_suite_reverts_the_current_experiment_and_reports_the_rest_not
         .stderr(Stdio::piped())
         .spawn()?;
     // Progress lines on stderr (not a terminal: one per second) say when the fault is on.
-    let stderr = child.stderr.take().context("stderr")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(line) if line.contains("faults: ") => break,
-            Ok(_) => {}
-            Err(_) if Instant::now() > deadline => {
-                let _ = child.kill();
-                anyhow::bail!("the fault never became active");
-            }
-            Err(_) => {}
-        }
-    }
+    common::await_stderr_line(&mut child, "faults: ", Duration::from_secs(30))?;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(child.id())?),
         nix::sys::signal::Signal::SIGINT,

@@ -8,14 +8,14 @@
 //! runner, generator, client SLO backend and verdict code. Two runs of 4 s each.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use faultline_controller::report::{Outcome, RunReport, SloVerdict, html, json, junit, terminal};
 use faultline_controller::run::{
     AgentHandle, Environment, Interrupt, Placement, RunConfig, RunError, run,
 };
-use faultline_controller::slo::{BoxFuture, Evaluation, SloBackend, SloError, SloStatus};
-use faultline_spec::{Fault, LoadTarget, SloKind, ValidateOptions};
+use faultline_controller::slo::{BoxFuture, NoBackend, SloBackend, SloStatus};
+use faultline_spec::{Fault, LoadTarget, ValidateOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -58,34 +58,6 @@ async fn slow_server() -> anyhow::Result<(String, JoinSet<()>)> {
     Ok((url, tasks))
 }
 
-/// Server metrics are not used: every SLO here is `source: client`.
-struct NoServerMetrics;
-
-impl SloBackend for NoServerMetrics {
-    fn name(&self) -> &'static str {
-        "none"
-    }
-    fn supports(&self, _kind: &SloKind) -> Result<(), SloError> {
-        Err(SloError::Unsupported {
-            backend: "none",
-            reason: "this test judges client SLOs only".into(),
-        })
-    }
-    fn evaluate<'a>(
-        &'a self,
-        _kind: &'a SloKind,
-        _window: Duration,
-        _at: SystemTime,
-    ) -> BoxFuture<'a, Result<Evaluation, SloError>> {
-        Box::pin(async {
-            Err(SloError::Unsupported {
-                backend: "none",
-                reason: "this test judges client SLOs only".into(),
-            })
-        })
-    }
-}
-
 /// No faults and no agents; the load target `gateway` is the slow server.
 struct LoopbackEnv {
     url: String,
@@ -102,7 +74,7 @@ impl Environment for LoopbackEnv {
         Vec::new()
     }
     fn slo_backend(&self) -> Arc<dyn SloBackend> {
-        Arc::new(NoServerMetrics)
+        Arc::new(NoBackend::new("this test judges client SLOs only"))
     }
     fn load_url(&self, _target: &LoadTarget) -> Result<String, RunError> {
         Ok(self.url.clone())

@@ -62,3 +62,43 @@ pub fn call(addr: SocketAddr, token: &str, method: &str, path: &str, body: &str)
     s.read_to_string(&mut text).unwrap();
     (text[9..12].parse().unwrap(), text)
 }
+
+/// Reads `child`'s piped stderr on a thread until a line contains `needle` (the runner's
+/// progress lines say when faults are on), and returns the lines read. After `timeout`
+/// without it, kills the child and fails with what it printed.
+pub fn await_stderr_line(
+    child: &mut Child,
+    needle: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<String>> {
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("stderr is not piped"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return Ok(seen);
+                }
+            }
+            Err(_) if std::time::Instant::now() > deadline => {
+                let _ = child.kill();
+                anyhow::bail!("no stderr line held {needle:?}:\n{}", seen.join("\n"));
+            }
+            Err(_) => {}
+        }
+    }
+}

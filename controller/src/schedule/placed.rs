@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use faultline_spec::wire::{
     Capabilities, FaultPhase, FaultRequest, FaultState, Lease, ObservedEffect,
 };
-use faultline_spec::{Experiment, Fault, FaultKind, LoadTarget, Signal, SloKind};
+use faultline_spec::{Experiment, Fault, FaultKind, LoadTarget, Signal};
 use tokio_util::sync::CancellationToken;
 
 use super::process::failing_testcases;
@@ -35,7 +35,7 @@ use crate::report::{Outcome, RunMode, RunReport, html, json, junit};
 use crate::run::env::{AgentCallError, AgentHandle, Environment, Placement};
 use crate::run::{self as runner, Interrupt, RunConfig, RunError};
 use crate::slo::prometheus::PrometheusBackend;
-use crate::slo::{BoxFuture, Evaluation, SloBackend, SloError};
+use crate::slo::{BoxFuture, NoBackend, SloBackend};
 
 /// How a [`PlacedEnvironment`] reaches what it needs.
 #[derive(Clone, Default)]
@@ -107,7 +107,9 @@ impl PlacedEnvironment {
                 PrometheusBackend::new(url, options.prometheus_timeout)
                     .map_err(|e| RunError::InvalidInput(format!("prometheus: {e}")))?,
             ),
-            None => Arc::new(NoPrometheus),
+            None => Arc::new(NoBackend::new(
+                "no Prometheus server is configured (pass --prometheus URL)",
+            )),
         };
         Ok(Self {
             targets,
@@ -180,38 +182,6 @@ impl Environment for PlacedEnvironment {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         // Nothing was started: the cluster's workloads belong to the cluster.
         Box::pin(async {})
-    }
-}
-
-/// The server-side backend when no Prometheus server is configured: the preflight
-/// rejects every server-side SLO with an explanation, before anything is injected.
-struct NoPrometheus;
-
-impl NoPrometheus {
-    fn error() -> SloError {
-        SloError::Unsupported {
-            backend: "none",
-            reason: "no Prometheus server is configured (pass --prometheus URL)".into(),
-        }
-    }
-}
-
-impl SloBackend for NoPrometheus {
-    fn name(&self) -> &'static str {
-        "none"
-    }
-
-    fn supports(&self, _kind: &SloKind) -> Result<(), SloError> {
-        Err(Self::error())
-    }
-
-    fn evaluate<'a>(
-        &'a self,
-        _kind: &'a SloKind,
-        _window: Duration,
-        _at: SystemTime,
-    ) -> BoxFuture<'a, Result<Evaluation, SloError>> {
-        Box::pin(async { Err(Self::error()) })
     }
 }
 

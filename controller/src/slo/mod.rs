@@ -303,6 +303,46 @@ pub fn unix_ms(at: SystemTime) -> i64 {
     }
 }
 
+/// A server-side backend for a run that has none: the preflight rejects every SLO that
+/// needs it with `reason`, before anything is injected.
+#[derive(Debug, Clone)]
+pub struct NoBackend {
+    reason: &'static str,
+}
+
+impl NoBackend {
+    /// A backend refusing every SLO, explaining why with `reason`.
+    pub const fn new(reason: &'static str) -> Self {
+        NoBackend { reason }
+    }
+
+    fn error(&self) -> SloError {
+        SloError::Unsupported {
+            backend: "none",
+            reason: self.reason.into(),
+        }
+    }
+}
+
+impl SloBackend for NoBackend {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+
+    fn supports(&self, _kind: &SloKind) -> Result<(), SloError> {
+        Err(self.error())
+    }
+
+    fn evaluate<'a>(
+        &'a self,
+        _kind: &'a SloKind,
+        _window: Duration,
+        _at: SystemTime,
+    ) -> BoxFuture<'a, Result<Evaluation, SloError>> {
+        Box::pin(async { Err(self.error()) })
+    }
+}
+
 /// The wall-clock time of Unix milliseconds.
 pub fn from_unix_ms(ms: i64) -> SystemTime {
     if ms >= 0 {

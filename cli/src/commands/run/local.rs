@@ -183,26 +183,9 @@ fn network_proxies(
             ));
         }
     }
-    let ingress = matches!(fault.direction, Direction::Ingress | Direction::Both);
-    let egress = matches!(fault.direction, Direction::Egress | Direction::Both);
-    let wanted = |other: Service| peers.is_empty() || peers.contains(&other);
-    let mut proxies: Vec<String> = EDGES
-        .iter()
-        .filter(|e| {
-            (ingress && e.to == service && wanted(e.from))
-                || (egress && e.from == service && wanted(e.to))
-        })
-        .map(|e| proxy_id(e.from.name(), e.to))
-        .collect();
-    if ingress && peers.is_empty() && load_target == Some(service) {
-        proxies.push(proxy_id("load", service));
-    }
+    let proxies = edge_proxies(service, fault.direction, &peers, load_target);
     for (j, peer) in peers.iter().enumerate() {
-        let linked = EDGES.iter().any(|e| {
-            (ingress && e.to == service && e.from == *peer)
-                || (egress && e.from == service && e.to == *peer)
-        });
-        if !linked {
+        if edge_proxies(service, fault.direction, &[*peer], None).is_empty() {
             problems.push(format!(
                 "{path}.peers[{j}]: {service} has no {} traffic with {peer} (the fleet's edges: {})",
                 direction_word(fault.direction),
@@ -221,6 +204,32 @@ fn network_proxies(
     } else {
         Err(problems)
     }
+}
+
+/// The proxies on the edges into `service` (ingress), out of it (egress) or both, whose
+/// other end is one of `peers` (any, when empty); the load's edge counts as ingress from
+/// no fleet service.
+fn edge_proxies(
+    service: Service,
+    direction: Direction,
+    peers: &[Service],
+    load_target: Option<Service>,
+) -> Vec<String> {
+    let ingress = matches!(direction, Direction::Ingress | Direction::Both);
+    let egress = matches!(direction, Direction::Egress | Direction::Both);
+    let wanted = |other: Service| peers.is_empty() || peers.contains(&other);
+    let mut proxies: Vec<String> = EDGES
+        .iter()
+        .filter(|e| {
+            (ingress && e.to == service && wanted(e.from))
+                || (egress && e.from == service && wanted(e.to))
+        })
+        .map(|e| proxy_id(e.from.name(), e.to))
+        .collect();
+    if ingress && peers.is_empty() && load_target == Some(service) {
+        proxies.push(proxy_id("load", service));
+    }
+    proxies
 }
 
 fn direction_word(d: Direction) -> &'static str {
@@ -398,20 +407,6 @@ impl LocalEnvironment {
             .and_then(|f| f.pid(service))
     }
 
-    fn proxies_into(&self, service: Service) -> Vec<String> {
-        let mut out: Vec<String> = EDGES
-            .iter()
-            .filter(|e| e.to == service)
-            .map(|e| proxy_id(e.from.name(), e.to))
-            .collect();
-        if let Some((s, _)) = self.load_edge
-            && s == service
-        {
-            out.push(proxy_id("load", s));
-        }
-        out
-    }
-
     fn resolve_now(&self, fault: &Fault) -> Result<Vec<Placement>, RunError> {
         let mut narrowed = None;
         let target = match &fault.target {
@@ -440,7 +435,13 @@ impl LocalEnvironment {
                         }));
                         proxies
                     }
-                    FaultKind::Http(_) => self.proxies_into(service),
+                    // An HTTP fault acts on what `service` answers: every edge into it.
+                    FaultKind::Http(_) => edge_proxies(
+                        service,
+                        Direction::Ingress,
+                        &[],
+                        self.load_edge.map(|(s, _)| s),
+                    ),
                     _ => Vec::new(),
                 };
                 if matches!(fault.kind, FaultKind::Network(_) | FaultKind::Http(_))
