@@ -407,3 +407,104 @@ fn invalid_experiments_exit_2_and_targets_this_mode_cannot_reach_are_skipped_wit
     );
     Ok(())
 }
+
+/// Two faults that cannot bite as asked, on the real fleet, each in its own experiment
+/// whose loose SLO holds: a CPU burner whose target shares its only core with a process
+/// that saturates it (the whole run is pinned to CPU 0 beside a busy loop there), and an
+/// HTTP abort whose path matches no request. Both runs must end `inconclusive` (exit
+/// 4), naming the fault, the asked and the measured effect, never `pass`.
+#[test]
+fn faults_that_do_not_bite_as_asked_end_inconclusive_not_pass() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("unbitten.yaml");
+    let experiment = |name: &str, fault: &str| {
+        format!(
+            "apiVersion: faultline.dev/v1alpha1\nkind: Experiment\nmetadata: {{name: {name}}}\nspec:\n  duration: 16s\n  load:\n    target: gateway\n    rate: 20/s\n    connections: 4\n    requests: [{{path: /api/orders/1}}]\n  faults:\n    - name: {name}\n      target: {{service: payments}}\n      after: 3s\n      duration: 10s\n      {fault}\n  slos:\n    - name: gateway-up\n      errorRate: {{service: gateway, max: 50%}}\n      window: 5s\n"
+        )
+    };
+    std::fs::write(
+        &file,
+        format!(
+            "{}---\n{}",
+            experiment("starved-cpu", "cpu: {load: 80%}"),
+            experiment(
+                "http-matches-nothing",
+                "http: {abort: {status: 503, percent: 50%}, paths: [/no-such-path]}"
+            )
+        ),
+    )?;
+    // A busy loop on CPU 0, and the run (so the fleet and the burners) pinned there too:
+    // the scheduler splits the core between the loop and the burner, which then cannot
+    // reach 80%.
+    let _hog = common::Reaped(
+        Command::new("taskset")
+            .args(["-c", "0", "sh", "-c", "while :; do :; done"])
+            .spawn()
+            .context("taskset (util-linux) starts the busy loop")?,
+    );
+    let json = dir.path().join("suite.json");
+    let junit = dir.path().join("junit.xml");
+    let output = Command::new("taskset")
+        .args(["-c", "0", chaos(), "run"])
+        .arg(&file)
+        .arg("--json")
+        .arg(&json)
+        .arg("--junit")
+        .arg(&junit)
+        .arg("--no-progress")
+        .env("NO_COLOR", "1")
+        .env_remove("FL_RESILIENCE")
+        .stderr(Stdio::inherit())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(4), "{stdout}");
+    assert!(
+        stdout.contains("0 passed, 0 failed, 2 inconclusive"),
+        "{stdout}"
+    );
+
+    let cpu = read_json(&dir.path().join("suite-starved-cpu.json"))?;
+    assert_eq!(
+        cpu["verdict"]["outcome"], "inconclusive",
+        "{}",
+        cpu["verdict"]
+    );
+    assert_eq!(slo(&cpu, "gateway-up")["verdict"], "pass");
+    let check = &cpu["faults"][0]["effectCheck"];
+    assert_eq!(check["verdict"], "short", "{check}");
+    let burned = cpu["faults"][0]["effect"]["metrics"]["utilization"]
+        .as_f64()
+        .context("the burner reports its utilization")?;
+    assert!(burned < 0.72, "a starved burner measured {burned}");
+    let reason = cpu["verdict"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("fault `starved-cpu`")
+            && reason.contains("asked 80% of a CPU burned")
+            && reason.contains("measured "),
+        "{reason}"
+    );
+
+    let http = read_json(&dir.path().join("suite-http-matches-nothing.json"))?;
+    assert_eq!(
+        http["verdict"]["outcome"], "inconclusive",
+        "{}",
+        http["verdict"]
+    );
+    let check = &http["faults"][0]["effectCheck"];
+    assert_eq!(check["verdict"], "none", "{check}");
+    assert!(
+        check["measured"]
+            .as_str()
+            .is_some_and(|m| m.contains("no request matched") && m.contains("/no-such-path")),
+        "{check}"
+    );
+
+    let xml = std::fs::read_to_string(&junit)?;
+    assert_eq!(
+        xml.matches(r#"<failure type="inconclusive""#).count(),
+        4,
+        "a fault testcase and a run testcase per experiment: {xml}"
+    );
+    Ok(())
+}

@@ -3,6 +3,7 @@
 //! - [`slo`]: the SLO engine. One [`slo::SloBackend`] trait with three implementations:
 //!   the embedded scraper ([`slo::embedded`]), a Prometheus server
 //!   ([`slo::prometheus`]) and the load generator's own measurements ([`slo::client`]).
+//! - [`effect`]: the effect gate: whether each fault measurably bit, as asked.
 //! - [`load`]: the load generator (open model at a constant arrival rate, HDR
 //!   histograms, no coordinated omission); it fills [`slo::client`]'s measurements.
 //! - [`run`]: the experiment runner of `chaos run` and its [`run::Environment`] seam.
@@ -16,6 +17,7 @@
 //!   reconciler.
 
 pub mod compose;
+pub mod effect;
 pub mod load;
 pub mod operator;
 pub mod report;

@@ -178,7 +178,7 @@ async fn too_few_connections_make_the_client_slo_inconclusive_with_the_generator
     );
     let xml = junit::to_junit(&report)?;
     assert!(
-        xml.contains(r#"<error type="Inconclusive""#)
+        xml.contains(r#"<failure type="inconclusive""#)
             && xml.contains(&junit::escape_xml(&taint.reason)),
         "{xml}"
     );

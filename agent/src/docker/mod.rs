@@ -195,6 +195,9 @@ pub struct ContainerHandle {
     id: String,
     action: ContainerAction,
     status_after: String,
+    /// The action showed in the container's state right after it: a killed container
+    /// not running, a paused one paused, a restarted one with a new main process.
+    took_effect: bool,
     pid_before: u32,
     pid_after: Option<u32>,
     /// Whatever the action left to undo has been undone.
@@ -215,6 +218,8 @@ impl ContainerHandle {
         let mut e = ObservedEffect::default();
         e.metrics
             .insert("pid_before".into(), f64::from(self.pid_before));
+        e.metrics
+            .insert("took_effect".into(), f64::from(u8::from(self.took_effect)));
         if let Some(p) = self.pid_after {
             e.metrics.insert("pid_after".into(), f64::from(p));
         }
@@ -293,7 +298,13 @@ impl Fault for ContainerFaultImpl {
         self.docker.expect("POST", &path, &[204])?;
         let status_after = self.docker.status(id)?;
         let pid_after = self.docker.container_pid(id).ok();
+        let took_effect = match self.action {
+            ContainerAction::Kill => status_after != "running",
+            ContainerAction::Pause => status_after == "paused",
+            ContainerAction::Restart => pid_after.is_some_and(|p| p != pid_before),
+        };
         Ok(ContainerHandle {
+            took_effect,
             docker: self.docker.clone(),
             id: id.to_string(),
             action: self.action,

@@ -285,6 +285,34 @@ fn devices(netns: &Netns) -> Result<Vec<String>, FaultError> {
         .collect())
 }
 
+/// A shaping class's counters from `tc -s class show`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ClassStats {
+    sent_bytes: u64,
+    overlimits: u64,
+}
+
+impl ClassStats {
+    /// Reads ` Sent 12345 bytes 100 pkt (dropped 0, overlimits 25 requeues 0)`.
+    fn parse(out: &str) -> Self {
+        let after = |key: &str| {
+            out.split(key)
+                .nth(1)
+                .and_then(|s| {
+                    s.split([' ', ',', ')'])
+                        .find(|w| !w.is_empty())?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0)
+        };
+        Self {
+            sent_bytes: after("Sent "),
+            overlimits: after("overlimits "),
+        }
+    }
+}
+
 /// The applied shaping; undoing it is the revert (also on drop).
 #[derive(Debug)]
 pub struct TcHandle {
@@ -295,42 +323,46 @@ pub struct TcHandle {
 }
 
 impl TcHandle {
-    fn sent_bytes(&self) -> u64 {
-        let mut total = 0;
+    /// Bytes sent through the capped class and how often it held traffic back
+    /// (`overlimits`), summed over the shaped devices.
+    fn class_stats(&self) -> ClassStats {
         let devs = self
             .shaping
             .egress_devices
             .iter()
             .chain(self.shaping.ifb.iter());
+        let mut total = ClassStats::default();
         for d in devs {
             if let Ok(out) = run(
                 &self.netns,
                 "tc",
                 &["-s", "class", "show", "dev", d, "classid", "1:1"],
             ) {
-                total += out
-                    .split("Sent ")
-                    .nth(1)
-                    .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-                    .unwrap_or(0);
+                let s = ClassStats::parse(&out);
+                total.sent_bytes += s.sent_bytes;
+                total.overlimits += s.overlimits;
             }
         }
         total
     }
 
-    fn effect(&self, shaped: u64) -> ObservedEffect {
+    fn effect(&self, stats: ClassStats) -> ObservedEffect {
+        let shaped = stats.sent_bytes;
         let mut e = ObservedEffect::default();
         e.metrics.insert("shaped_bytes".into(), shaped as f64);
         e.metrics
+            .insert("overlimits".into(), stats.overlimits as f64);
+        e.metrics
             .insert("rate_bits_per_second".into(), self.bits_per_second as f64);
         e.summary = format!(
-            "htb at {} bit/s on {:?}{}; {shaped} bytes through the capped class",
+            "htb at {} bit/s on {:?}{}; {shaped} bytes through the capped class, held back {} times",
             self.bits_per_second,
             self.shaping.egress_devices,
             self.shaping
                 .ifb
                 .as_ref()
-                .map_or(String::new(), |i| format!(", ingress via {i}"))
+                .map_or(String::new(), |i| format!(", ingress via {i}")),
+            stats.overlimits
         );
         e
     }
@@ -437,11 +469,11 @@ impl Fault for TcBandwidth {
     }
 
     fn observe(&self, handle: &TcHandle) -> ObservedEffect {
-        handle.effect(handle.sent_bytes())
+        handle.effect(handle.class_stats())
     }
 
     fn revert(&self, mut handle: TcHandle) -> Result<ObservedEffect, FaultError> {
-        let effect = handle.effect(handle.sent_bytes());
+        let effect = handle.effect(handle.class_stats());
         let errors = handle.shaping.undo(&handle.netns);
         handle.undone = true;
         if !errors.is_empty() {
@@ -451,5 +483,23 @@ impl Fault for TcBandwidth {
             ));
         }
         Ok(effect)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClassStats;
+
+    #[test]
+    fn class_stats_read_sent_bytes_and_overlimits() {
+        let out = "class htb 1:1 root prio 0 rate 1Mbit ceil 1Mbit burst 1600b cburst 1600b \n Sent 123456 bytes 90 pkt (dropped 0, overlimits 37 requeues 0) \n backlog 0b 0p requeues 0\n";
+        assert_eq!(
+            ClassStats::parse(out),
+            ClassStats {
+                sent_bytes: 123456,
+                overlimits: 37
+            }
+        );
+        assert_eq!(ClassStats::parse(""), ClassStats::default());
     }
 }

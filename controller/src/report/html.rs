@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 
 use super::junit::escape_xml as esc;
 use super::{FaultApplication, Outcome, ReportError, RunReport, SloReport, SloVerdict};
+use crate::effect::{EffectCheck, EffectVerdict};
 use crate::slo::{SloStatus, Unit};
 
 const WIDTH: f64 = 760.0;
@@ -209,7 +210,7 @@ pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
     } else {
         writeln!(
             h,
-            "<table>\n<tr><th>fault</th><th>target</th><th>kind</th><th>window</th><th>status</th><th>observed effect</th></tr>"
+            "<table>\n<tr><th>fault</th><th>target</th><th>kind</th><th>window</th><th>status</th><th>observed effect</th><th>bit as asked?</th></tr>"
         )?;
         for f in &report.faults {
             let (start, end) = f.window_relative(report.started_ms);
@@ -222,7 +223,7 @@ pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
                 .join(" ");
             writeln!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}<br><code>{}</code></td><td>+{:.1}s – +{:.1}s</td><td>{}{}</td><td>{}<br><span class=\"meta\">{}</span></td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}<br><code>{}</code></td><td>+{:.1}s – +{:.1}s</td><td>{}{}</td><td>{}<br><span class=\"meta\">{}</span></td><td>{}</td></tr>",
                 esc(&f.name),
                 esc(&f.target.name),
                 esc(f.fault.name()),
@@ -235,7 +236,8 @@ pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
                     .map(|e| format!("<br>{}", esc(e)))
                     .unwrap_or_default(),
                 esc(&f.effect.summary),
-                esc(&metrics)
+                esc(&metrics),
+                effect_cell(f.effect_check.as_ref())
             )?;
         }
         writeln!(h, "</table>")?;
@@ -373,6 +375,30 @@ fn outcome_class(o: Outcome) -> &'static str {
         Outcome::Inconclusive => "inconclusive",
         Outcome::Skipped => "skipped",
     }
+}
+
+/// The effect gate's judgement of one fault: a badge, then asked, measured and the rule.
+fn effect_cell(check: Option<&EffectCheck>) -> String {
+    let Some(c) = check else {
+        return "<span class=\"meta\">not judged (never applied)</span>".into();
+    };
+    let cls = match c.verdict {
+        EffectVerdict::Held => "pass",
+        _ if !c.required => "nodata",
+        _ => "inconclusive",
+    };
+    format!(
+        "<span class=\"badge {cls}\">{}</span>{}<br>asked {}<br>measured {}<br><span class=\"meta\">rule: {}</span>",
+        esc(c.verdict.as_str()),
+        if c.required {
+            ""
+        } else {
+            " <span class=\"meta\">(not required)</span>"
+        },
+        esc(&c.asked),
+        esc(&c.measured),
+        esc(&c.rule)
+    )
 }
 
 fn verdict_class(v: SloVerdict) -> &'static str {

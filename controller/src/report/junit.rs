@@ -80,7 +80,7 @@ impl Counts {
             .iter()
             .filter(|s| matches!(s.verdict, SloVerdict::Fail | SloVerdict::NoData))
             .count();
-        let slo_errors = report
+        let slo_unjudged = report
             .slos
             .iter()
             .filter(|s| s.verdict == SloVerdict::Inconclusive)
@@ -90,14 +90,22 @@ impl Counts {
             .iter()
             .filter(|f| f.status == FaultStatus::Failed)
             .count();
+        let faults_missed = report
+            .faults
+            .iter()
+            .filter(|f| f.effect_check.as_ref().is_some_and(|c| c.blocks()))
+            .count();
         let run_case = has_run_case(report);
         let outcome = report.verdict.outcome;
+        let run_failed = matches!(outcome, Outcome::Aborted | Outcome::Inconclusive);
         Counts {
             tests: report.slos.len() + report.faults.len() + usize::from(run_case),
-            failures: slo_failures + usize::from(run_case && outcome == Outcome::Aborted),
+            failures: slo_failures
+                + slo_unjudged
+                + faults_missed
+                + usize::from(run_case && run_failed),
             errors: fault_errors
-                + slo_errors
-                + usize::from(run_case && !matches!(outcome, Outcome::Aborted | Outcome::Skipped)),
+                + usize::from(run_case && !run_failed && outcome != Outcome::Skipped),
             skipped: usize::from(outcome == Outcome::Skipped)
                 + report
                     .slos
@@ -202,7 +210,7 @@ fn write_testsuite(x: &mut String, report: &RunReport) -> Result<(), ReportError
                 );
                 writeln!(
                     x,
-                    r#"      <error type="Inconclusive" message="{}">{}</error>"#,
+                    r#"      <failure type="inconclusive" message="{}">{}</failure>"#,
                     escape_xml(&message),
                     escape_xml(&sample_lines(report.started_ms, slo))
                 )?;
@@ -270,17 +278,35 @@ fn write_testsuite(x: &mut String, report: &RunReport) -> Result<(), ReportError
                 r#"      <skipped message="{}"/>"#,
                 escape_xml("the fault was not applied: the run stopped first")
             )?,
-            FaultStatus::Reverted | FaultStatus::Expired => {}
+            FaultStatus::Reverted | FaultStatus::Expired => {
+                if let Some(c) = fault.effect_check.as_ref().filter(|c| c.blocks()) {
+                    writeln!(
+                        x,
+                        r#"      <failure type="inconclusive" message="{}"/>"#,
+                        escape_xml(&c.describe(&fault.name, &fault.target.name))
+                    )?;
+                }
+            }
         }
         writeln!(
             x,
             "      <system-out>{}</system-out>",
             escape_xml(&format!(
-                "kind: {}\nbackend: {}\neffect: {}\nmetrics: {}",
+                "kind: {}\nbackend: {}\neffect: {}\nmetrics: {}\neffect check: {}",
                 fault.fault.name(),
                 fault.backend.as_deref().unwrap_or("-"),
                 fault.effect.summary,
-                serde_json::to_string(&fault.effect.metrics)?
+                serde_json::to_string(&fault.effect.metrics)?,
+                fault
+                    .effect_check
+                    .as_ref()
+                    .map_or("-".to_string(), |c| format!(
+                        "{} (asked {}; measured {}; rule: {})",
+                        c.verdict.as_str(),
+                        c.asked,
+                        c.measured,
+                        c.rule
+                    ))
             ))
         )?;
         writeln!(x, "    </testcase>")?;
@@ -292,7 +318,7 @@ fn write_testsuite(x: &mut String, report: &RunReport) -> Result<(), ReportError
             r#"    <testcase classname="{suite}" name="run" time="{time}">"#
         )?;
         let kind = match report.verdict.outcome {
-            Outcome::Aborted => "failure",
+            Outcome::Aborted | Outcome::Inconclusive => "failure",
             Outcome::Skipped => "skipped",
             _ => "error",
         };

@@ -19,6 +19,7 @@ use faultline_spec::wire::{ObservedEffect, ResolvedTarget};
 use faultline_spec::{FaultKind, Slo, SloKind, SloSource};
 use serde::{Deserialize, Serialize};
 
+use crate::effect::EffectCheck;
 use crate::slo::client::{GeneratorTaint, LoadSummary};
 use crate::slo::{Evaluation, SloStatus, Threshold};
 
@@ -187,7 +188,8 @@ pub enum Outcome {
     /// Infrastructure failed: an agent was unreachable, a fault could not be applied,
     /// the SLO backend could not answer.
     Error,
-    /// No verdict was earned: a client-side SLO could not be judged because the load
+    /// No verdict was earned: the SLOs held, but a required fault did not bite as asked
+    /// (the effect gate), or a client-side SLO could not be judged because the load
     /// generator itself delayed requests beyond its tolerance (see `docs/running.md`).
     Inconclusive,
     /// The experiment was not run: this mode cannot run it, or the suite it belongs to
@@ -211,14 +213,30 @@ impl Outcome {
 }
 
 /// The process exit code for an outcome: 0 pass (or skipped), 1 violated or aborted,
-/// 2 invalid input, 3 infrastructure failure or no verdict earned (inconclusive). The
-/// one place this mapping lives; a suite exits with the highest code of its runs.
+/// 2 invalid input, 3 infrastructure failure, 4 no verdict earned (inconclusive). The
+/// one place this mapping lives; a suite exits with its most severe code
+/// ([`exit_severity`]).
 pub fn exit_code(outcome: Outcome) -> u8 {
     match outcome {
         Outcome::Pass | Outcome::Skipped => 0,
         Outcome::Fail | Outcome::Aborted => 1,
         Outcome::InvalidInput => 2,
-        Outcome::Error | Outcome::Inconclusive => 3,
+        Outcome::Error => 3,
+        Outcome::Inconclusive => 4,
+    }
+}
+
+/// How bad an exit code is, for picking a suite's: an error (3) outweighs invalid input
+/// (2), which outweighs a failure (1), which outweighs an unearned verdict (4), which
+/// outweighs a pass (0). Inconclusive ranks below fail so that a suite with a real
+/// failure in it never reports only that some verdict was not earned.
+pub fn exit_severity(code: u8) -> u8 {
+    match code {
+        0 => 0,
+        4 => 1,
+        1 => 2,
+        2 => 3,
+        _ => 4,
     }
 }
 
@@ -500,6 +518,10 @@ pub struct FaultApplication {
     /// What the agent measured the fault to do.
     #[serde(default)]
     pub effect: ObservedEffect,
+    /// The effect gate's judgement of [`Self::effect`] against what was asked; absent
+    /// when the fault was never applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect_check: Option<EffectCheck>,
 }
 
 impl FaultApplication {
@@ -528,6 +550,7 @@ mod tests {
         assert_eq!(exit_code(Outcome::Aborted), 1);
         assert_eq!(exit_code(Outcome::InvalidInput), 2);
         assert_eq!(exit_code(Outcome::Error), 3);
+        assert_eq!(exit_code(Outcome::Inconclusive), 4);
     }
 
     fn eval(status: SloStatus) -> Evaluation {

@@ -6,7 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Outcome, ReportError, RunMode, RunReport, SCHEMA_VERSION, SloReport, exit_code};
+use super::{
+    Outcome, ReportError, RunMode, RunReport, SCHEMA_VERSION, SloReport, exit_code, exit_severity,
+};
 use crate::slo::Threshold;
 
 /// One run of a suite, as the suite records it.
@@ -44,9 +46,13 @@ pub struct Totals {
     pub passed: usize,
     /// Outcome `fail` or `aborted`.
     pub failed: usize,
+    /// Outcome `inconclusive`: the SLOs held, but no verdict was earned (a fault did not
+    /// bite as asked, or the load generator distorted a client SLO).
+    #[serde(default)]
+    pub inconclusive: usize,
     /// Outcome `skipped` (the mode cannot run it, or the suite stopped first).
     pub skipped: usize,
-    /// Outcome `error`, `invalid` or `inconclusive`: no verdict was earned.
+    /// Outcome `error` or `invalid`.
     pub errors: usize,
 }
 
@@ -59,17 +65,18 @@ impl Totals {
                 Outcome::Pass => t.passed += 1,
                 Outcome::Fail | Outcome::Aborted => t.failed += 1,
                 Outcome::Skipped => t.skipped += 1,
-                Outcome::InvalidInput | Outcome::Error | Outcome::Inconclusive => t.errors += 1,
+                Outcome::Inconclusive => t.inconclusive += 1,
+                Outcome::InvalidInput | Outcome::Error => t.errors += 1,
             }
         }
         t
     }
 
-    /// `3 passed, 1 failed, 2 skipped, 0 errors`.
+    /// `3 passed, 1 failed, 0 inconclusive, 2 skipped, 0 errors`.
     pub fn line(&self) -> String {
         format!(
-            "{} passed, {} failed, {} skipped, {} errors",
-            self.passed, self.failed, self.skipped, self.errors
+            "{} passed, {} failed, {} inconclusive, {} skipped, {} errors",
+            self.passed, self.failed, self.inconclusive, self.skipped, self.errors
         )
     }
 }
@@ -167,7 +174,8 @@ impl SuiteIndex {
     }
 }
 
-/// The suite's exit code: the highest [`exit_code`] of its runs. With `strict`, an
+/// The suite's exit code: the most severe ([`exit_severity`]) [`exit_code`] of its
+/// runs. With `strict`, an
 /// experiment skipped because this mode cannot run it counts as invalid input (2);
 /// experiments not run because the suite stopped first do not.
 pub fn suite_exit_code(runs: &[SuiteRun], strict: bool) -> u8 {
@@ -180,7 +188,7 @@ pub fn suite_exit_code(runs: &[SuiteRun], strict: bool) -> u8 {
                 exit_code(outcome)
             }
         })
-        .max()
+        .max_by_key(|c| exit_severity(*c))
         .unwrap_or(0)
 }
 
@@ -301,6 +309,20 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_unearned_verdict_outweighs_a_pass_but_never_a_failure_or_an_error() {
+        let inconclusive = run(Outcome::Inconclusive, false);
+        let pass = run(Outcome::Pass, false);
+        assert_eq!(
+            suite_exit_code(&[pass.clone(), inconclusive.clone()], false),
+            4
+        );
+        let fail = run(Outcome::Fail, false);
+        assert_eq!(suite_exit_code(&[inconclusive.clone(), fail], false), 1);
+        let error = run(Outcome::Error, false);
+        assert_eq!(suite_exit_code(&[error, inconclusive], false), 3);
+    }
+
+    #[test]
     fn strict_turns_mode_skips_into_exit_2_but_not_runs_the_suite_stopped() {
         let skipped = [run(Outcome::Pass, false), run(Outcome::Skipped, false)];
         assert_eq!(suite_exit_code(&skipped, true), 2);
@@ -332,7 +354,7 @@ pub(crate) mod tests {
         assert_eq!(index.exit_code, 0);
         assert_eq!(
             index.totals.line(),
-            "1 passed, 0 failed, 1 skipped, 0 errors"
+            "1 passed, 0 failed, 0 inconclusive, 1 skipped, 0 errors"
         );
         assert_eq!(index.experiments[1].detail(), "needs --env compose");
         let json: serde_json::Value = serde_json::from_str(&to_json(&index).unwrap()).unwrap();

@@ -95,8 +95,8 @@ pub fn summary(report: &RunReport, color: bool) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "  {:<name_w$}  {:<12}  {:<16}  EFFECT",
-            "FAULT", "TARGET", "WINDOW"
+            "  {:<name_w$}  {:<12}  {:<16}  {:<10}  EFFECT",
+            "FAULT", "TARGET", "WINDOW", "BIT"
         );
         for f in &report.faults {
             let (start, end) = f.window_relative(report.started_ms);
@@ -105,14 +105,35 @@ pub fn summary(report: &RunReport, color: bool) -> String {
                 super::FaultStatus::Skipped => "skipped ".to_string(),
                 _ => String::new(),
             };
+            let bit = match &f.effect_check {
+                None => "-".to_string(),
+                Some(c) if c.verdict.bit() => paint(color, "32", &format!("{:<10}", "held")),
+                Some(c) if !c.required => format!("{:<10}", c.verdict.as_str()),
+                Some(c) => paint(
+                    color,
+                    "35",
+                    &format!("{:<10}", c.verdict.as_str().to_uppercase()),
+                ),
+            };
             let _ = writeln!(
                 out,
-                "  {:<name_w$}  {:<12}  {:<16}  {status}{}",
+                "  {:<name_w$}  {:<12}  {:<16}  {bit:<10}  {status}{}",
                 f.name,
                 truncate(&f.target.name, 12),
                 format!("+{:.1}s–+{:.1}s", start / 1000.0, end / 1000.0),
                 f.error.as_deref().unwrap_or(&f.effect.summary)
             );
+            if let Some(c) = f.effect_check.as_ref().filter(|c| !c.verdict.bit()) {
+                let _ = writeln!(
+                    out,
+                    "  {:<name_w$}  asked {}; measured {} (rule: {}){}",
+                    "",
+                    c.asked,
+                    c.measured,
+                    c.rule,
+                    if c.required { "" } else { "; not required" }
+                );
+            }
         }
     }
     if let Some(r) = &report.recovery {

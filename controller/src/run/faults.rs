@@ -120,6 +120,7 @@ pub(super) fn skipped(
         backend: None,
         error: None,
         effect: Default::default(),
+        effect_check: None,
     }
 }
 
@@ -209,6 +210,8 @@ impl FaultJob {
                 Ok(state) => {
                     app.applied_ms = Some(unix_ms(SystemTime::now()));
                     app.backend = Some(state.backend.clone());
+                    // What it measured so far; the revert's final figures replace it.
+                    app.effect = state.effect;
                     app.status = FaultStatus::Reverted;
                     self.ledger.record(key.clone(), app);
                     self.ledger

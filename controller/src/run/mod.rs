@@ -845,6 +845,7 @@ async fn execute(
         run.report.load = Some(summary);
     }
     run.report.faults = ledger.applications();
+    crate::effect::judge_all(&spec.faults, &mut run.report.faults);
     run.enter(Phase::Verdict);
     run.report.slos = spec
         .slos
@@ -910,8 +911,8 @@ fn failing_slos(slos: &[SloReport]) -> Vec<String> {
 }
 
 /// The verdict once the run went its course: a failure earned on undistorted data wins;
-/// then SLOs (or a recovery) the load generator distorted make the run inconclusive;
-/// otherwise it passed.
+/// then SLOs (or a recovery) the load generator distorted, or a required fault that did
+/// not bite as asked (the effect gate), make the run inconclusive; otherwise it passed.
 fn verdict(report: &RunReport) -> (Outcome, String) {
     let failing: Vec<String> = report
         .slos
@@ -955,11 +956,19 @@ fn verdict(report: &RunReport) -> (Outcome, String) {
         .filter(|r| !r.passed)
         .map(|r| r.inconclusive.clone())
         .unwrap_or_default();
+    let mut unearned = Vec::new();
     if !unjudged.is_empty() || !recovery_unjudged.is_empty() {
-        return (
-            Outcome::Inconclusive,
-            inconclusive_reason(report, &unjudged, &recovery_unjudged),
-        );
+        unearned.push(inconclusive_reason(report, &unjudged, &recovery_unjudged));
+    }
+    let missed = crate::effect::blocking(&report.faults);
+    if !missed.is_empty() {
+        unearned.push(format!(
+            "no verdict earned: the SLOs held, but {}; the run did not test what it asked (relax with the fault's `effect: {{tolerance, required}}`)",
+            missed.join("; ")
+        ));
+    }
+    if !unearned.is_empty() {
+        return (Outcome::Inconclusive, unearned.join("; "));
     }
     let extra = report
         .recovery

@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use faultline_spec::wire::{Capabilities, FaultPhase, FaultRequest, FaultState, Lease};
+use faultline_spec::wire::{
+    Capabilities, FaultPhase, FaultRequest, FaultState, Lease, ObservedEffect,
+};
 use faultline_spec::{Experiment, Fault, LoadTarget, SloKind, ValidateOptions};
 use tokio::time::Instant;
 
@@ -24,6 +26,8 @@ struct FakeAgent {
     start: Instant,
     calls: Mutex<Vec<Call>>,
     kinds: Vec<String>,
+    /// What every applied fault measured.
+    effect: Mutex<ObservedEffect>,
 }
 
 impl FakeAgent {
@@ -71,8 +75,8 @@ impl AgentHandle for FakeAgent {
                     renewals: 0,
                 },
                 applied_at_ms: 0,
-                backend: "fake".into(),
-                effect: Default::default(),
+                backend: "burner".into(),
+                effect: self.effect.lock().unwrap().clone(),
             })
         })
     }
@@ -195,7 +199,7 @@ spec:
       target: {service: payments}
       after: 10s
       duration: 20s
-      cpu: {load: 10%}
+      cpu: {load: 80%}
   slos:
     - name: errors
       errorRate: {service: gateway, max: 1%}
@@ -218,6 +222,7 @@ fn env(sli: Arc<Sli>, kinds: &[&str]) -> (Arc<FakeEnv>, Arc<FakeAgent>) {
         start,
         calls: Mutex::default(),
         kinds: kinds.iter().map(|s| s.to_string()).collect(),
+        effect: Mutex::new(burned(0.8)),
     });
     let env = Arc::new(FakeEnv {
         agent: agent.clone(),
@@ -236,6 +241,23 @@ async fn run_uninterrupted(text: &str, env: Arc<FakeEnv>) -> RunReport {
         &Interrupt::new(),
     )
     .await
+}
+
+/// A CPU burner's effect at this utilization of one worker (the experiments here ask
+/// for 80%).
+fn burned(utilization: f64) -> ObservedEffect {
+    ObservedEffect {
+        summary: format!("burned {utilization}"),
+        metrics: [
+            ("utilization", utilization),
+            ("workers", 1.0),
+            ("target_load", 0.8),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+        ..Default::default()
+    }
 }
 
 fn at(calls: &[Call], f: impl Fn(&Call) -> Option<Duration>) -> Vec<Duration> {
@@ -389,4 +411,69 @@ async fn recovery_is_judged_on_data_since_the_revert_only() {
     // The fault-time violations still fail the SLO itself.
     assert_eq!(report.slos[0].verdict, SloVerdict::Fail);
     assert_eq!(report.verdict.outcome, Outcome::Fail);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_starved_fault_turns_a_run_whose_slos_held_inconclusive_naming_asked_and_measured() {
+    let (env, agent) = env(Arc::new(|_, _| Some(0.0)), &["cpu"]);
+    *agent.effect.lock().unwrap() = burned(0.49);
+    let report = run_uninterrupted(EXPERIMENT, env).await;
+    assert_eq!(
+        report.verdict.outcome,
+        Outcome::Inconclusive,
+        "{:?}",
+        report.verdict
+    );
+    assert_eq!(crate::report::exit_code(report.verdict.outcome), 4);
+    let reason = &report.verdict.reason;
+    assert!(reason.contains("fault `cpu`"), "{reason}");
+    assert!(reason.contains("80% of a CPU"), "{reason}");
+    assert!(reason.contains("49.0% of a CPU"), "{reason}");
+    assert_eq!(report.slos[0].verdict, SloVerdict::Pass);
+    let check = report.faults[0].effect_check.as_ref().unwrap();
+    assert_eq!(check.verdict, crate::effect::EffectVerdict::Short);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fault_marked_not_required_reports_its_miss_but_does_not_block_the_pass() {
+    let (env, agent) = env(Arc::new(|_, _| Some(0.0)), &["cpu"]);
+    *agent.effect.lock().unwrap() = burned(0.0);
+    let text = EXPERIMENT.replace(
+        "cpu: {load: 80%}",
+        "cpu: {load: 80%}\n      effect: {required: false}",
+    );
+    assert_ne!(text, EXPERIMENT);
+    let report = run_uninterrupted(&text, env).await;
+    assert_eq!(
+        report.verdict.outcome,
+        Outcome::Pass,
+        "{:?}",
+        report.verdict
+    );
+    let check = report.faults[0].effect_check.as_ref().unwrap();
+    assert_eq!(check.verdict, crate::effect::EffectVerdict::None);
+    assert!(!check.required);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_slos_failed_stays_fail_whatever_the_effects() {
+    let (env, agent) = env(
+        Arc::new(|t, _| {
+            Some(if t > Duration::from_secs(12) {
+                0.5
+            } else {
+                0.0
+            })
+        }),
+        &["cpu"],
+    );
+    *agent.effect.lock().unwrap() = burned(0.0);
+    let text = EXPERIMENT.replace("for: 5s", "for: 60s");
+    let report = run_uninterrupted(&text, env).await;
+    assert_eq!(
+        report.verdict.outcome,
+        Outcome::Fail,
+        "{:?}",
+        report.verdict
+    );
 }

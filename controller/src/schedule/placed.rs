@@ -324,9 +324,8 @@ impl InProcessRunner {
             Outcome::Pass => Verdict::Pass,
             Outcome::Fail => Verdict::Fail,
             Outcome::Aborted => Verdict::Aborted,
-            Outcome::InvalidInput | Outcome::Error | Outcome::Inconclusive | Outcome::Skipped => {
-                Verdict::Error
-            }
+            Outcome::Inconclusive => Verdict::Inconclusive,
+            Outcome::InvalidInput | Outcome::Error | Outcome::Skipped => Verdict::Error,
         };
         let junit_text = junit::to_junit(report).unwrap_or_default();
         let mut report_path = None;

@@ -182,6 +182,9 @@ impl ExperimentRunner for ProcessRunner {
                 outcome(Verdict::Aborted, failing, report, None)
             }
             Ok(Some(1)) => outcome(Verdict::Fail, failing, report, None),
+            Ok(Some(4)) if !cancel.is_cancelled() => {
+                outcome(Verdict::Inconclusive, failing, report, None)
+            }
             Ok(code) => {
                 let msg = format!("chaos run exited with {code:?}");
                 let verdict = if cancel.is_cancelled() {

@@ -59,6 +59,9 @@ pub enum Verdict {
     Aborted,
     /// Infrastructure failure: an agent was unreachable or a fault could not be applied.
     Error,
+    /// No verdict was earned: the SLOs held, but a fault did not bite as asked or the
+    /// load generator distorted a client SLO (`chaos run` exit 4).
+    Inconclusive,
     /// The run never started: the target lock was held and the lock policy is `skip`.
     Skipped,
 }
@@ -71,6 +74,7 @@ impl Verdict {
             Verdict::Fail => "fail",
             Verdict::Aborted => "aborted",
             Verdict::Error => "error",
+            Verdict::Inconclusive => "inconclusive",
             Verdict::Skipped => "skipped",
         }
     }

@@ -11,6 +11,7 @@ pub mod prometheus;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use faultline_controller::effect::{EffectCheck, EffectVerdict};
 use faultline_controller::report::{
     CheckResult, ExperimentInfo, FaultApplication, FaultStatus, Outcome, Phase, PhaseRecord,
     RecoveryResult, RunMode, RunReport, SCHEMA_VERSION, SloReport, SloVerdict, Verdict,
@@ -152,6 +153,13 @@ pub fn sample_report() -> RunReport {
             status: FaultStatus::Reverted,
             backend: Some("proxy".into()),
             error: None,
+            effect_check: Some(EffectCheck {
+                verdict: EffectVerdict::Held,
+                required: true,
+                asked: "added delay 100ms (jitter 0s)".into(),
+                measured: "mean added delay 100.3 ms over 5912 delayed chunks".into(),
+                rule: "mean 90.0-110.0 ms over at least 20 delayed chunks (tolerance 10%)".into(),
+            }),
             effect: ObservedEffect {
                 summary: "delayed 5 912 chunks, mean added delay 100.3 ms".into(),
                 metrics: BTreeMap::from([
@@ -181,6 +189,7 @@ pub fn sample_report() -> RunReport {
             backend: None,
             error: Some("cgroup </sys/fs/cgroup> not writable & \"EPERM\" \u{1}".into()),
             effect: ObservedEffect::default(),
+            effect_check: None,
         },
     ];
     let phases = [

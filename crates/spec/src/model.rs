@@ -146,6 +146,32 @@ pub struct Fault {
     /// Exactly one fault kind (flattened: `network: {..}` sits beside `name`, as in files).
     #[serde(flatten)]
     pub kind: FaultKind,
+    /// How the measured effect is judged against what was asked.
+    pub effect: EffectRule,
+}
+
+/// How a fault's measured effect is judged (the effect gate, `docs/running.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EffectRule {
+    /// How far the measured effect may fall from the asked one, relative to it.
+    pub tolerance: Percent,
+    /// Whether a fault that did not bite makes the run inconclusive.
+    pub required: bool,
+}
+
+impl EffectRule {
+    /// The tolerance when an experiment names none: 10%.
+    pub const DEFAULT_TOLERANCE: f64 = 0.10;
+}
+
+impl Default for EffectRule {
+    fn default() -> Self {
+        Self {
+            tolerance: Percent::from_fraction(Self::DEFAULT_TOLERANCE)
+                .unwrap_or_else(|| unreachable!("10% is a valid percentage")),
+            required: true,
+        }
+    }
 }
 
 /// What a fault hits.

@@ -289,6 +289,24 @@ pub struct Fault {
     /// HTTP aborts and delays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpFault>,
+    /// How the fault's measured effect is judged against what was asked (the effect
+    /// gate, `docs/running.md`); the kind's default rule when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<EffectRule>,
+}
+
+/// `effect: {tolerance, required}`: relaxes the effect gate for one fault.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EffectRule {
+    /// How far the measured effect may fall from the asked one, relative to it
+    /// (e.g. `25%`: a 100 ms delay may measure 75-125 ms); `10%` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<PercentText>,
+    /// When `false`, a fault that did not bite is reported but does not make the run
+    /// inconclusive; `true` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
 }
 
 impl Fault {

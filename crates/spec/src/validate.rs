@@ -652,12 +652,30 @@ fn fault_entry(
         }
     }
     let kind = validate_fault_kind(&f.kind(), opts, p, path);
+    let effect = effect_rule(f.effect.as_ref(), p, &path.key("effect"));
     Some(Fault {
         name: f.name.clone(),
         target: target?,
         after: after?,
         duration: duration?,
         kind: kind?,
+        effect: effect?,
+    })
+}
+
+fn effect_rule(
+    e: Option<&raw::EffectRule>,
+    p: &mut Problems,
+    path: &Path,
+) -> Option<model::EffectRule> {
+    let default = model::EffectRule::default();
+    let Some(e) = e else {
+        return Some(default);
+    };
+    let tolerance = opt_percent(p, &path.key("tolerance"), e.tolerance.as_ref())?;
+    Some(model::EffectRule {
+        tolerance: tolerance.unwrap_or(default.tolerance),
+        required: e.required.unwrap_or(default.required),
     })
 }
 

@@ -93,6 +93,7 @@ fn experiment(name: &str, cron: &str, policy: ConcurrencyPolicy, service: &str) 
                     load: Percent::from_fraction(0.8).unwrap(),
                     workers: None,
                 }),
+                effect: Default::default(),
             }],
             slos: vec![],
             abort: vec![],
