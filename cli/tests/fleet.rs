@@ -234,6 +234,65 @@ async fn notifications_down_keeps_orders_201_and_degradation_level_2() {
     fleet.stop().await;
 }
 
+/// Shedding must not latch: once notifications are back, orders notify again and leave
+/// L2, instead of shedding every notification for good because the breaker that forced
+/// L2 never sees the probe that would close it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_are_resumed_once_they_are_back_and_orders_leave_level_2() {
+    let fleet = Fleet::start(options().env("FL_BREAKER_OPEN_MS", "1000"))
+        .await
+        .expect("fleet starts");
+    let c = client();
+    let direct = || async {
+        let r = c
+            .post(format!("{}/orders", fleet.url(Service::Orders)))
+            .body(ORDER)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text());
+        r
+    };
+    fleet.kill_service(Service::Notifications).await;
+    // Drive orders until the notifications breaker has opened (bounded: 300 orders). L2
+    // comes first and sheds for a while; the breaker opens when calls resume between.
+    let mut open = false;
+    for _ in 0..300 {
+        direct().await;
+        let text = scrape(&c, &fleet, Service::Orders).await;
+        if sample(&text, "breaker_state", &[("upstream", "notifications")]) == Some(2.0) {
+            open = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        open,
+        "orders' notifications breaker opened with notifications down"
+    );
+    fleet
+        .start_service(Service::Notifications)
+        .await
+        .expect("notifications restart");
+    let back = Instant::now();
+    // Bounded: at most 200 orders over at most 20 s.
+    let mut resumed = None;
+    for _ in 0..200 {
+        let r = direct().await;
+        if json(&r)["notified"] == true && r.header_str("x-degradation-level") == Some("0") {
+            resumed = Some(back.elapsed());
+            break;
+        }
+        if back.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resumed = resumed.expect("orders notify again and leave L2 within 20 s");
+    eprintln!("notifications resumed {resumed:?} after they came back");
+    fleet.stop().await;
+}
+
 /// A TCP proxy that delays every chunk going to the upstream by `delay`.
 async fn delaying_proxy(listener: TcpListener, upstream: SocketAddr, delay: Duration) {
     while let Ok((mut down, _)) = listener.accept().await {

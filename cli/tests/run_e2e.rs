@@ -152,6 +152,41 @@ fn quickstart_passes_with_resilience_on_and_leaves_no_process_behind() -> Result
     }
     let recovery = &report["recovery"];
     assert_eq!(recovery["passed"], true, "{recovery}");
+    // Every fault bit as asked (the effect gate held them all).
+    for f in faults {
+        assert_eq!(f["effectCheck"]["verdict"], "held", "{f}");
+    }
+    // The fleet's own reactions under the fault window: orders' breaker to the failing
+    // notifications opened, and orders degraded to L2 (shedding notifications).
+    let window = faults
+        .iter()
+        .find(|f| f["name"] == "notifications-errors")
+        .context("notifications-errors")?;
+    let (from, to) = (
+        window["appliedMs"].as_i64().unwrap_or_default(),
+        window["revertedMs"].as_i64().unwrap_or_default(),
+    );
+    let reached = |kind: &str, service: &str, value: f64| {
+        report["reactions"].as_array().is_some_and(|rs| {
+            rs.iter()
+                .filter(|r| r["kind"] == kind && r["service"] == service)
+                .flat_map(|r| r["points"].as_array().cloned().unwrap_or_default())
+                .any(|p| {
+                    let t = p[0].as_i64().unwrap_or_default();
+                    (from..=to).contains(&t) && p[1].as_f64().unwrap_or_default() >= value
+                })
+        })
+    };
+    assert!(
+        reached("breaker", "orders", 2.0),
+        "no open breaker under the fault: {}",
+        report["reactions"]
+    );
+    assert!(
+        reached("degradation", "orders", 2.0),
+        "orders did not degrade under the fault: {}",
+        report["reactions"]
+    );
     let junit = std::fs::read_to_string(&out.junit)?;
     assert!(!junit.contains("<failure"), "{junit}");
 
@@ -315,6 +350,14 @@ fn render_html(page: &Path) -> Result<()> {
     assert!(len > 30_000, "screenshot looks blank: {len} bytes");
     let html = std::fs::read_to_string(page)?;
     assert_eq!(html.matches("<svg class=\"sli-chart\"").count(), 3);
+    // The fleet's reactions are drawn on the same axis: a breaker lane and a
+    // degradation lane for orders.
+    assert_eq!(html.matches("<svg class=\"reactions-chart\"").count(), 1);
+    assert!(
+        html.contains("breaker orders→notifications"),
+        "no breaker lane"
+    );
+    assert!(html.contains("degradation orders"), "no degradation lane");
     Ok(())
 }
 

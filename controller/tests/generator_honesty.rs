@@ -165,7 +165,7 @@ async fn too_few_connections_make_the_client_slo_inconclusive_with_the_generator
     assert!(summary.contains("INCONCLUSIVE"), "{summary}");
     assert!(summary.contains("generator: delay p99"), "{summary}");
     assert!(summary.contains(&taint.reason), "{summary}");
-    assert!(summary.contains("(exit 3)"), "{summary}");
+    assert!(summary.contains("(exit 4)"), "{summary}");
     let j: serde_json::Value = serde_json::from_str(&json::to_json(&report)?)?;
     assert_eq!(j["verdict"]["outcome"], "inconclusive");
     assert!(

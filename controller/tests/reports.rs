@@ -133,10 +133,11 @@ fn html_is_self_contained_with_one_chart_per_slo_and_shaded_fault_windows() -> R
         html.matches("<svg class=\"sli-chart\"").count(),
         report.slos.len()
     );
-    // The applied fault is shaded on every chart; the one that failed to apply is not.
+    // The applied fault is shaded on every chart (the reactions' too); the one that
+    // failed to apply is not.
     assert_eq!(
         html.matches("class=\"fault-window\"").count(),
-        report.slos.len()
+        report.slos.len() + 1
     );
     assert!(html.matches("class=\"threshold\"").count() >= report.slos.len());
     assert!(html.contains("class=\"violation\""));
@@ -248,6 +249,18 @@ fn html_report_renders_in_headless_chromium_with_visible_charts() -> Result<()> 
     // The FAIL badge's red.
     let red = pixels.iter().filter(|p| near(p, [214, 69, 69])).count();
     assert!(red > 200, "verdict badge not visible: {red} red pixels");
+    // The fleet's reactions: the degradation band's purple and the half-open breaker's
+    // amber are drawn nowhere else on this page.
+    let purple = pixels.iter().filter(|p| near(p, [142, 68, 173])).count();
+    assert!(
+        purple > 1_000,
+        "degradation lane not visible: {purple} purple pixels"
+    );
+    let amber = pixels.iter().filter(|p| near(p, [246, 173, 85])).count();
+    assert!(
+        amber > 100,
+        "half-open breaker not visible: {amber} amber pixels"
+    );
 
     // The browser's DOM holds one parsed SVG chart per SLO, each with a drawn series.
     let dom = String::from_utf8(run_chromium(
@@ -264,6 +277,16 @@ fn html_report_renders_in_headless_chromium_with_visible_charts() -> Result<()> 
         report.slos.len()
     );
     assert!(dom.matches("<polyline class=\"sli\"").count() >= report.slos.len());
+    // One lane per reaction, on an axis with the fault windows shaded.
+    assert_eq!(dom.matches("<svg class=\"reactions-chart\"").count(), 1);
+    assert_eq!(
+        dom.matches("<g class=\"reaction\"").count(),
+        report.reactions.len()
+    );
+    assert!(
+        dom.contains("breaker orders→notifications: open +12s"),
+        "{dom}"
+    );
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use super::junit::escape_xml as esc;
 use super::{FaultApplication, Outcome, ReportError, RunReport, SloReport, SloVerdict};
 use crate::effect::{EffectCheck, EffectVerdict};
+use crate::slo::reactions::ReactionKind;
 use crate::slo::{SloStatus, Unit};
 
 const WIDTH: f64 = 760.0;
@@ -134,6 +135,26 @@ pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
         }
         h.push_str(&chart(report, slo));
         writeln!(h, "</figure>")?;
+    }
+
+    // The fleet's own reactions, on the same time axis.
+    if !report.reactions.is_empty() {
+        writeln!(h, "<h2>What the fleet did</h2>")?;
+        writeln!(
+            h,
+            "<p class=\"meta\">The fleet's own resilience policies over the run, read from its metrics: why the SLOs held (or did not).</p>"
+        )?;
+        writeln!(
+            h,
+            "<div class=\"legend\"><span><i class=\"sw\" style=\"background:#c6f6d5\"></i>breaker closed</span><span><i class=\"sw\" style=\"background:#f6ad55\"></i>half-open</span><span><i class=\"sw\" style=\"background:#d64545\"></i>open</span><span><i class=\"sw\" style=\"background:#8e44ad\"></i>degradation level (0-3)</span><span><i class=\"sw\" style=\"background:#2b6cb0\"></i>retries/s, 429/s (scaled to peak)</span><span><i class=\"sw\" style=\"background:rgba(245,166,35,.35)\"></i>fault active</span></div>"
+        )?;
+        writeln!(h, "<figure id=\"reactions\">")?;
+        h.push_str(&reactions_chart(report));
+        writeln!(h, "<ul class=\"meta\">")?;
+        for r in &report.reactions {
+            writeln!(h, "<li>{}</li>", esc(&r.describe(report.started_ms)))?;
+        }
+        writeln!(h, "</ul></figure>")?;
     }
 
     // Steady state and recovery.
@@ -461,9 +482,7 @@ fn fault_windows(report: &RunReport) -> Vec<(&FaultApplication, f64, f64)> {
 /// One SVG chart of an SLI over the run.
 fn chart(report: &RunReport, slo: &SloReport) -> String {
     let unit = slo.threshold.unit;
-    let run_secs = ((report.ended_ms - report.started_ms) as f64 / 1000.0)
-        .max(report.experiment.duration_ms as f64 / 1000.0)
-        .max(1.0);
+    let run_secs = run_secs(report);
     let points: Vec<(f64, Option<f64>, SloStatus)> = slo
         .samples
         .iter()
@@ -504,33 +523,7 @@ fn chart(report: &RunReport, slo: &SloReport) -> String {
         s,
         "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{plot_w}\" height=\"{plot_h}\" fill=\"#fbfcfd\" stroke=\"#d5dae1\"/>"
     );
-    // Fault windows, then one label per start time: faults that start together share a
-    // label ("a, b, c"), and labels of successive start times alternate rows.
-    let windows = fault_windows(report);
-    let mut labels: Vec<(f64, Vec<&str>)> = Vec::new();
-    for (fault, start, end) in &windows {
-        let x0 = x(*start);
-        let w = (x(*end) - x0).max(1.0);
-        let _ = write!(
-            s,
-            "<rect class=\"fault-window\" x=\"{x0:.1}\" y=\"{TOP}\" width=\"{w:.1}\" height=\"{plot_h}\" fill=\"#f5a623\" fill-opacity=\"0.22\"><title>{} on {}: +{start:.1}s – +{end:.1}s</title></rect>",
-            esc(&fault.name),
-            esc(&fault.target.name)
-        );
-        match labels.iter_mut().find(|(lx, _)| (*lx - x0).abs() < 1.0) {
-            Some((_, names)) => names.push(&fault.name),
-            None => labels.push((x0, vec![&fault.name])),
-        }
-    }
-    for (i, (x0, names)) in labels.iter().enumerate() {
-        let _ = write!(
-            s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#b7791f\">{}</text>",
-            x0 + 3.0,
-            TOP - 4.0 - 12.0 * (i % 2) as f64,
-            esc(&names.join(", "))
-        );
-    }
+    shade_fault_windows(&mut s, report, &x, plot_h);
     // Grid and y ticks.
     let mut v = 0.0;
     while v <= y_top + y_step / 2.0 {
@@ -545,20 +538,7 @@ fn chart(report: &RunReport, slo: &SloReport) -> String {
         );
         v += y_step;
     }
-    // X ticks.
-    let x_step = nice_step(run_secs, 8.0);
-    let mut t = 0.0;
-    while t <= run_secs + 1e-9 {
-        let xx = x(t);
-        let _ = write!(
-            s,
-            "<line x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#9aa5b1\"/><text x=\"{xx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{t}s</text>",
-            TOP + plot_h,
-            TOP + plot_h + 4.0,
-            TOP + plot_h + 16.0
-        );
-        t += x_step;
-    }
+    x_ticks(&mut s, run_secs, &x, TOP + plot_h);
     let _ = write!(
         s,
         "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">seconds since run start</text>",
@@ -637,6 +617,138 @@ fn chart(report: &RunReport, slo: &SloReport) -> String {
             _ => {}
         }
     }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// How many seconds the charts' x axis spans: the run, at least its planned duration.
+fn run_secs(report: &RunReport) -> f64 {
+    ((report.ended_ms - report.started_ms) as f64 / 1000.0)
+        .max(report.experiment.duration_ms as f64 / 1000.0)
+        .max(1.0)
+}
+
+/// Shades the windows of applied faults over a plot `plot_h` high starting at `TOP`,
+/// with one label per start time: faults that start together share a label ("a, b,
+/// c"), and labels of successive start times alternate rows.
+fn shade_fault_windows(s: &mut String, report: &RunReport, x: &dyn Fn(f64) -> f64, plot_h: f64) {
+    let windows = fault_windows(report);
+    let mut labels: Vec<(f64, Vec<&str>)> = Vec::new();
+    for (fault, start, end) in &windows {
+        let x0 = x(*start);
+        let w = (x(*end) - x0).max(1.0);
+        let _ = write!(
+            s,
+            "<rect class=\"fault-window\" x=\"{x0:.1}\" y=\"{TOP}\" width=\"{w:.1}\" height=\"{plot_h}\" fill=\"#f5a623\" fill-opacity=\"0.22\"><title>{} on {}: +{start:.1}s – +{end:.1}s</title></rect>",
+            esc(&fault.name),
+            esc(&fault.target.name)
+        );
+        match labels.iter_mut().find(|(lx, _)| (*lx - x0).abs() < 1.0) {
+            Some((_, names)) => names.push(&fault.name),
+            None => labels.push((x0, vec![&fault.name])),
+        }
+    }
+    for (i, (x0, names)) in labels.iter().enumerate() {
+        let _ = write!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#b7791f\">{}</text>",
+            x0 + 3.0,
+            TOP - 4.0 - 12.0 * (i % 2) as f64,
+            esc(&names.join(", "))
+        );
+    }
+}
+
+/// Seconds along the x axis, below `bottom`.
+fn x_ticks(s: &mut String, run_secs: f64, x: &dyn Fn(f64) -> f64, bottom: f64) {
+    let x_step = nice_step(run_secs, 8.0);
+    let mut t = 0.0;
+    while t <= run_secs + 1e-9 {
+        let xx = x(t);
+        let _ = write!(
+            s,
+            "<line x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{bottom:.1}\" y2=\"{:.1}\" stroke=\"#9aa5b1\"/><text x=\"{xx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{t}s</text>",
+            bottom + 4.0,
+            bottom + 16.0
+        );
+        t += x_step;
+    }
+}
+
+/// Height of one lane of the reactions chart: its label row and its band.
+const LANE: f64 = 34.0;
+
+/// The fleet's reactions on the SLI charts' time axis: one lane per series under the
+/// same fault shading. Breakers are coloured bands (green closed, amber half-open, red
+/// open); degradation is a purple band whose depth is the level; retries and 429s are
+/// bars scaled to their peak.
+fn reactions_chart(report: &RunReport) -> String {
+    let run_secs = run_secs(report);
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let plot_h = LANE * report.reactions.len() as f64;
+    let height = TOP + plot_h + BOTTOM;
+    let x = |t: f64| LEFT + (t.clamp(0.0, run_secs) / run_secs) * plot_w;
+    let rel = |ms: i64| (ms - report.started_ms) as f64 / 1000.0;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<svg class=\"reactions-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" viewBox=\"0 0 {WIDTH} {height}\" role=\"img\" aria-label=\"the fleet's reactions over time\"><title>the fleet's reactions over time</title>"
+    );
+    let _ = write!(
+        s,
+        "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{plot_w}\" height=\"{plot_h}\" fill=\"#fbfcfd\" stroke=\"#d5dae1\"/>"
+    );
+    // Shading first: the lanes' bands are drawn over it, so their colours stay true and
+    // the windows show in the label rows and wherever a lane is quiet.
+    shade_fault_windows(&mut s, report, &x, plot_h);
+    for (i, r) in report.reactions.iter().enumerate() {
+        let top = TOP + LANE * i as f64;
+        let (band_top, band_h) = (top + 14.0, LANE - 18.0);
+        let peak = r.peak().max(f64::MIN_POSITIVE);
+        let _ = write!(
+            s,
+            "<g class=\"reaction\" data-kind=\"{}\"><text x=\"{:.1}\" y=\"{:.1}\" fill=\"#1d232a\">{}</text>",
+            esc(&format!("{:?}", r.kind).to_lowercase()),
+            LEFT + 4.0,
+            top + 11.0,
+            esc(&r.label())
+        );
+        for (j, &(t, v)) in r.points.iter().enumerate() {
+            let start = rel(t);
+            let end = r.points.get(j + 1).map_or(start + 1.0, |p| rel(p.0));
+            let (x0, w) = (x(start), (x(end) - x(start)).max(0.5));
+            let (fill, h, what) = match r.kind {
+                ReactionKind::Breaker => match v as i64 {
+                    0 => ("#c6f6d5", band_h, "closed".to_string()),
+                    1 => ("#f6ad55", band_h, "half-open".to_string()),
+                    _ => ("#d64545", band_h, "open".to_string()),
+                },
+                ReactionKind::Degradation if v > 0.0 => (
+                    "#8e44ad",
+                    band_h * (v / 3.0).min(1.0),
+                    format!("level {v:.0}"),
+                ),
+                ReactionKind::Retries | ReactionKind::RateLimited if v > 0.0 => {
+                    ("#2b6cb0", band_h * v / peak, format!("{v:.1}/s"))
+                }
+                _ => continue,
+            };
+            let _ = write!(
+                s,
+                "<rect x=\"{x0:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{h:.1}\" fill=\"{fill}\"><title>{} +{start:.1}s: {what}</title></rect>",
+                band_top + band_h - h,
+                esc(&r.label())
+            );
+        }
+        let _ = write!(
+            s,
+            "<line x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#e6e9ee\"/></g>",
+            LEFT + plot_w,
+            top + LANE,
+            top + LANE
+        );
+    }
+    x_ticks(&mut s, run_secs, &x, TOP + plot_h);
     s.push_str("</svg>\n");
     s
 }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::effect::EffectCheck;
 use crate::slo::client::{GeneratorTaint, LoadSummary};
+use crate::slo::reactions::{ReactionKind, ReactionSample};
 use crate::slo::{Evaluation, SloStatus, Threshold};
 
 /// Version of the JSON report schema; bumped on incompatible changes.
@@ -79,6 +80,115 @@ pub struct RunReport {
     /// The built-in load generator's summary, when the experiment had load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadSummary>,
+    /// What the fleet's own resilience policies did over the run: one series per
+    /// breaker, retrying upstream, degrading service or rate limit that did anything
+    /// (quiet ones are left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionSeries>,
+}
+
+/// One of the fleet's own reactions over the run, sampled once per runner tick.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionSeries {
+    /// Which policy.
+    pub kind: ReactionKind,
+    /// The service whose policy it is.
+    pub service: String,
+    /// The upstream it guards, for breakers and retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// `[Unix ms, value]`, oldest first.
+    pub points: Vec<(i64, f64)>,
+}
+
+impl ReactionSeries {
+    /// Groups per-tick readings into series, leaving out the ones that stayed at zero
+    /// (a closed breaker, no retries): they did nothing worth drawing.
+    pub fn collect(
+        readings: impl IntoIterator<Item = (i64, ReactionSample)>,
+    ) -> Vec<ReactionSeries> {
+        type Key = (ReactionKind, String, Option<String>);
+        let mut by: BTreeMap<Key, Vec<(i64, f64)>> = BTreeMap::new();
+        for (at, r) in readings {
+            by.entry((r.kind, r.service, r.upstream))
+                .or_default()
+                .push((at, r.value));
+        }
+        by.into_iter()
+            .filter(|(_, points)| points.iter().any(|(_, v)| *v > 0.0))
+            .map(|((kind, service, upstream), points)| ReactionSeries {
+                kind,
+                service,
+                upstream,
+                points,
+            })
+            .collect()
+    }
+
+    /// `breaker orders→payments`, `degradation gateway`.
+    pub fn label(&self) -> String {
+        match &self.upstream {
+            Some(u) => format!("{} {}→{u}", self.kind.as_str(), self.service),
+            None => format!("{} {}", self.kind.as_str(), self.service),
+        }
+    }
+
+    /// The highest value reached.
+    pub fn peak(&self) -> f64 {
+        self.points.iter().map(|p| p.1).fold(0.0, f64::max)
+    }
+
+    /// Where the value changed: `(Unix ms, new value)`, starting with the first point.
+    pub fn changes(&self) -> Vec<(i64, f64)> {
+        let mut out: Vec<(i64, f64)> = Vec::new();
+        for &(t, v) in &self.points {
+            if out.last().is_none_or(|(_, last)| *last != v) {
+                out.push((t, v));
+            }
+        }
+        out
+    }
+
+    /// One line for people: breaker and degradation changes with their times relative
+    /// to `started_ms`, or the peak rate for retries and 429s.
+    pub fn describe(&self, started_ms: i64) -> String {
+        let at = |t: i64| format!("+{:.0}s", (t - started_ms) as f64 / 1000.0);
+        match self.kind {
+            ReactionKind::Breaker => {
+                let state = |v: f64| match v as i64 {
+                    0 => "closed",
+                    1 => "half-open",
+                    _ => "open",
+                };
+                let steps: Vec<String> = self
+                    .changes()
+                    .into_iter()
+                    .skip_while(|(_, v)| *v == 0.0)
+                    .map(|(t, v)| format!("{} {}", state(v), at(t)))
+                    .collect();
+                format!("{}: {}", self.label(), steps.join(", "))
+            }
+            ReactionKind::Degradation => {
+                let steps: Vec<String> = self
+                    .changes()
+                    .into_iter()
+                    .skip_while(|(_, v)| *v == 0.0)
+                    .map(|(t, v)| format!("level {v:.0} {}", at(t)))
+                    .collect();
+                format!("{}: {}", self.label(), steps.join(", "))
+            }
+            ReactionKind::Retries | ReactionKind::RateLimited => {
+                let first = self.points.iter().find(|p| p.1 > 0.0).map_or(0, |p| p.0);
+                format!(
+                    "{}: peak {:.1}/s, first at {}",
+                    self.label(),
+                    self.peak(),
+                    at(first)
+                )
+            }
+        }
+    }
 }
 
 /// The experiment as reports show it.

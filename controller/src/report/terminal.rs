@@ -136,6 +136,13 @@ pub fn summary(report: &RunReport, color: bool) -> String {
             }
         }
     }
+    if !report.reactions.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "  fleet reactions:");
+        for r in &report.reactions {
+            let _ = writeln!(out, "    {}", r.describe(report.started_ms));
+        }
+    }
     if let Some(r) = &report.recovery {
         let _ = writeln!(out);
         let _ = writeln!(

@@ -210,6 +210,7 @@ pub fn early_report(
         abort: None,
         faults: Vec::new(),
         load: None,
+        reactions: Vec::new(),
     }
 }
 
@@ -388,6 +389,7 @@ pub async fn run(
             abort: None,
             faults: Vec::new(),
             load: None,
+            reactions: Vec::new(),
         },
         phase_started: now,
         progress: None,
@@ -647,6 +649,7 @@ async fn execute(
     let mut recovery: Option<RecoveryResult> = None;
     let mut recovered_at: Option<Duration> = None;
 
+    let mut reactions = Vec::new();
     let mut tick = tokio::time::interval_at(t0 + config.tick, config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -687,6 +690,12 @@ async fn execute(
             }
         }))
         .await;
+        // The fleet's own reactions, drawn beside the SLIs; a backend that cannot read
+        // them only loses the drawing, never the verdict.
+        match backends.server.reactions(at).await {
+            Ok(r) => reactions.extend(r.into_iter().map(|r| (unix_ms(at), r))),
+            Err(e) => tracing::debug!(error = %e, "fleet reactions not read"),
+        }
         for ((slo, s), e) in spec.slos.iter().zip(series.iter_mut()).zip(evals) {
             let e = match e {
                 Ok(e) => e,
@@ -846,6 +855,7 @@ async fn execute(
     }
     run.report.faults = ledger.applications();
     crate::effect::judge_all(&spec.faults, &mut run.report.faults);
+    run.report.reactions = crate::report::ReactionSeries::collect(reactions);
     run.enter(Phase::Verdict);
     run.report.slos = spec
         .slos

@@ -358,6 +358,16 @@ impl SloBackend for EmbeddedBackend {
     ) -> BoxFuture<'a, Result<Evaluation, SloError>> {
         Box::pin(async move { self.evaluate_now(kind, window, at) })
     }
+
+    fn reactions(
+        &self,
+        at: SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<super::reactions::ReactionSample>, SloError>> {
+        let got = self
+            .scraper
+            .with_store(|store| super::reactions::from_store(store, unix_ms(at)));
+        Box::pin(async move { got })
+    }
 }
 
 #[cfg(test)]

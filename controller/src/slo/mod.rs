@@ -10,6 +10,7 @@ pub mod client;
 pub mod embedded;
 pub mod prometheus;
 pub mod promql;
+pub mod reactions;
 pub mod tsdb;
 
 use std::future::Future;
@@ -269,6 +270,15 @@ pub trait SloBackend: Send + Sync {
         window: Duration,
         at: SystemTime,
     ) -> BoxFuture<'a, Result<Evaluation, SloError>>;
+
+    /// The fleet's own reactions at `at` (breaker states, retries, degradation, 429s;
+    /// see [`reactions`]). Backends that do not read fleet metrics have none.
+    fn reactions(
+        &self,
+        _at: SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<reactions::ReactionSample>, SloError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 
     /// Evaluates `kind` at every `step` from `start` to `end` inclusive. Backends with a
     /// range API (Prometheus' `query_range`) override this with one request.

@@ -13,6 +13,7 @@ use faultline_spec::SloKind;
 use serde::Deserialize;
 
 use super::promql::query_text;
+use super::reactions::{ReactionKind, ReactionSample};
 use super::tsdb::parse_float;
 use super::{
     BoxFuture, Evaluation, Evidence, SloBackend, SloError, Threshold, from_unix_ms, unix_ms,
@@ -289,6 +290,28 @@ impl SloBackend for PrometheusBackend {
                     generator: None,
                 },
             ))
+        })
+    }
+
+    fn reactions(&self, at: SystemTime) -> BoxFuture<'_, Result<Vec<ReactionSample>, SloError>> {
+        Box::pin(async move {
+            let queries = ReactionKind::ALL.map(|kind| async move {
+                let series = self.query(&kind.promql(), at).await?;
+                Ok::<_, SloError>(
+                    series
+                        .into_iter()
+                        .filter_map(|s| {
+                            let value = s.points.first()?.1;
+                            ReactionSample::from_labels(kind, &s.labels, value)
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            });
+            let mut out = Vec::new();
+            for got in futures_util::future::join_all(queries).await {
+                out.extend(got?);
+            }
+            Ok(out)
         })
     }
 

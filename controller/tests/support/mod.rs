@@ -14,9 +14,11 @@ use std::time::Duration;
 use faultline_controller::effect::{EffectCheck, EffectVerdict};
 use faultline_controller::report::{
     CheckResult, ExperimentInfo, FaultApplication, FaultStatus, Outcome, Phase, PhaseRecord,
-    RecoveryResult, RunMode, RunReport, SCHEMA_VERSION, SloReport, SloVerdict, Verdict,
+    ReactionSeries, RecoveryResult, RunMode, RunReport, SCHEMA_VERSION, SloReport, SloVerdict,
+    Verdict,
 };
 use faultline_controller::slo::client::LoadSummary;
+use faultline_controller::slo::reactions::ReactionKind;
 use faultline_controller::slo::{Evaluation, Evidence, from_unix_ms};
 use faultline_spec::wire::{ObservedEffect, ResolvedTarget};
 use faultline_spec::{
@@ -262,5 +264,41 @@ pub fn sample_report() -> RunReport {
             ]),
             ..Default::default()
         }),
+        reactions: reactions(),
     }
+}
+
+/// The fleet's reactions of the sample run: orders' breaker to notifications opens
+/// under the fault and closes after it, the gateway degrades to level 2 meanwhile, and
+/// orders retries payments while it is slow.
+fn reactions() -> Vec<ReactionSeries> {
+    let per_second = |f: &dyn Fn(i64) -> f64| -> Vec<(i64, f64)> {
+        (1..=60).map(|s| (START_MS + s * 1000, f(s))).collect()
+    };
+    let breaker = |s: i64| match s {
+        12..=39 if s % 6 == 5 => 1.0,
+        12..=39 => 2.0,
+        40..=41 => 1.0,
+        _ => 0.0,
+    };
+    vec![
+        ReactionSeries {
+            kind: ReactionKind::Breaker,
+            service: "orders".into(),
+            upstream: Some("notifications".into()),
+            points: per_second(&breaker),
+        },
+        ReactionSeries {
+            kind: ReactionKind::Degradation,
+            service: "gateway".into(),
+            upstream: None,
+            points: per_second(&|s| if (12..=41).contains(&s) { 2.0 } else { 0.0 }),
+        },
+        ReactionSeries {
+            kind: ReactionKind::Retries,
+            service: "orders".into(),
+            upstream: Some("payments".into()),
+            points: per_second(&|s| if (10..=40).contains(&s) { 3.5 } else { 0.0 }),
+        },
+    ]
 }

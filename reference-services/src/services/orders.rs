@@ -269,7 +269,15 @@ impl Orders {
     /// order; without that policy a failure propagates, as naive `?` error handling would.
     async fn notify(&self, id: u64, key: &str) -> Result<bool, Response> {
         let non_critical = self.disabled.keeps(Policy::NotifyNonCritical);
-        if self.obs.level() >= 2 && self.disabled.keeps(Policy::Shedding) {
+        // Shedding skips notifications at L2, except while their breaker has tripped: the
+        // breaker then rejects at once by itself, and only a call reaching it lets it
+        // probe after its wait and close. Shedding those calls too would keep the breaker
+        // open, and so the level at L2, for good after one outage.
+        let breaker_tripped = !matches!(
+            self.notifications.breaker_state(),
+            None | Some(faultline_resilience::breaker::State::Closed)
+        );
+        if self.obs.level() >= 2 && self.disabled.keeps(Policy::Shedding) && !breaker_tripped {
             self.obs.metrics.observe_client_request(
                 Service::Notifications.name(),
                 ClientOutcome::Rejected,
