@@ -196,7 +196,8 @@ pub struct ContainerHandle {
     action: ContainerAction,
     status_after: String,
     /// The action showed in the container's state right after it: a killed container
-    /// not running, a paused one paused, a restarted one with a new main process.
+    /// not running (or already running again under a new main process), a paused one
+    /// paused, a restarted one with a new main process.
     took_effect: bool,
     pid_before: u32,
     pid_after: Option<u32>,
@@ -299,7 +300,11 @@ impl Fault for ContainerFaultImpl {
         let status_after = self.docker.status(id)?;
         let pid_after = self.docker.container_pid(id).ok();
         let took_effect = match self.action {
-            ContainerAction::Kill => status_after != "running",
+            // A restart policy may have started it again already: a new main process
+            // shows the kill landed all the same.
+            ContainerAction::Kill => {
+                status_after != "running" || pid_after.is_some_and(|p| p != pid_before)
+            }
             ContainerAction::Pause => status_after == "paused",
             ContainerAction::Restart => pid_after.is_some_and(|p| p != pid_before),
         };

@@ -389,7 +389,10 @@ fn process(signal: Signal, target_pid: Option<u32>, m: &Metrics) -> Judged {
 
 fn container(action: ContainerAction, m: &Metrics) -> Judged {
     let (asked, rule) = match action {
-        ContainerAction::Kill => ("container killed", "not running right after the kill"),
+        ContainerAction::Kill => (
+            "container killed",
+            "not running right after the kill, or running again under a new main process",
+        ),
         ContainerAction::Pause => ("container paused", "state `paused` right after the pause"),
         ContainerAction::Restart => (
             "container restarted",
