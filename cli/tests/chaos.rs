@@ -161,3 +161,16 @@ fn version_and_help_describe_the_tool() {
     assert!(help.contains("searched recursively"), "{help}");
     assert!(help.contains("--no-host-check"), "{help}");
 }
+
+#[test]
+fn fleet_policies_lists_every_name_fl_disable_accepts() {
+    let out = chaos(&["fleet", "policies"]);
+    assert!(out.status.success());
+    let names: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    let expected: Vec<String> = faultline_fleet::config::Policy::ALL
+        .iter()
+        .map(|p| p.name().to_string())
+        .collect();
+    assert_eq!(names, expected);
+    assert!(faultline_fleet::config::Disabled::parse(&names.join(",")).is_ok());
+}

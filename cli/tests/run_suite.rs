@@ -146,7 +146,7 @@ fn a_multi_document_file_runs_every_document_in_order_each_in_a_fresh_fleet() ->
     let second = stdout.find("[2/2] second").context("second ran")?;
     assert!(first < second, "{stdout}");
     assert!(
-        stdout.contains("2 passed, 0 failed, 0 skipped, 0 errors (exit 0)"),
+        stdout.contains("2 passed, 0 failed, 0 inconclusive, 0 skipped, 0 errors (exit 0)"),
         "{stdout}"
     );
 
@@ -199,7 +199,7 @@ fn a_directory_reports_container_experiments_as_skipped_with_the_reason_and_exit
         "{stdout}"
     );
     assert!(
-        stdout.contains("1 passed, 0 failed, 1 skipped, 0 errors"),
+        stdout.contains("1 passed, 0 failed, 0 inconclusive, 1 skipped, 0 errors"),
         "{stdout}"
     );
 

@@ -53,6 +53,9 @@ pub enum FleetCommand {
         #[arg(long, value_name = "DIR")]
         log_dir: Option<PathBuf>,
     },
+    /// Print the names `FL_DISABLE` and `--disable` accept, one per line: every resilience
+    /// policy the fleet can run without (for scripts such as scripts/kill-matrix.sh).
+    Policies,
 }
 
 /// Runs `chaos fleet ...`.
@@ -75,6 +78,12 @@ pub fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
                     .map_err(|e| InvalidInput(e.to_string()))?
             };
             up(&disabled, log_dir)
+        }
+        FleetCommand::Policies => {
+            for p in faultline_fleet::config::Policy::ALL {
+                println!("{}", p.name());
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

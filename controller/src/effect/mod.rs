@@ -121,6 +121,19 @@ pub fn judge(fault: &Fault, app: &FaultApplication) -> Option<EffectCheck> {
                 ),
             }
         }
+        FaultKind::Process(p) if backend == "kubernetes-api" => {
+            let rule = "the Kubernetes API deleted the pod (grace 0)".to_string();
+            let asked = format!("pod {} killed", app.target.name);
+            match m.get("delivered") {
+                None => unmeasured(asked, rule),
+                Some(d) => (
+                    counted(d),
+                    asked,
+                    if d >= 1.0 { "deleted" } else { "not deleted" }.into(),
+                    rule,
+                ),
+            }
+        }
         FaultKind::Process(p) => process(p.signal, app.target.pid, &m),
         FaultKind::Container(c) => container(c.action, &m),
         FaultKind::Http(h) => http(h, &m, tol),

@@ -323,3 +323,15 @@ fn faults_never_applied_are_not_judged() {
     app.status = FaultStatus::Failed;
     assert!(judge(&f, &app).is_none());
 }
+
+#[test]
+fn a_pod_killed_through_the_kubernetes_api_is_judged_by_the_deletion() {
+    let kill = "      process: {signal: SIGKILL}";
+    let deleted = check(kill, "kubernetes-api", &[("delivered", 1.0)]);
+    assert_eq!(deleted.verdict, EffectVerdict::Held, "{deleted:?}");
+    assert!(deleted.rule.contains("Kubernetes API"));
+    assert_eq!(
+        check(kill, "kubernetes-api", &[]).verdict,
+        EffectVerdict::Unmeasured
+    );
+}

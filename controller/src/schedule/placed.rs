@@ -216,6 +216,9 @@ impl ObservedAgent {
             effect: ObservedEffect {
                 summary: format!("deleted pod {}/{} (grace 0)", pod.namespace, pod.name),
                 signal: Some(Signal::Kill),
+                // The API accepted the deletion: that is the kill, delivered (the effect
+                // gate reads this as it reads an agent's signal).
+                metrics: [("delivered".to_string(), 1.0)].into(),
                 ..ObservedEffect::default()
             },
             id: request.id,
