@@ -231,14 +231,29 @@ fn network(action: &NetworkAction, backend: &str, m: &Metrics, tol: f64) -> Judg
             let (v, measured, rule) = mean_delay(m, ms(l.delay), tol, "delayed chunks");
             (v, asked, measured, rule)
         }
-        (NetworkAction::Loss(_), _) if proxy => {
-            let n = m.count("stalled_chunks");
-            (
-                counted(n),
-                asked,
-                format!("{n:.0} chunks stalled as lost"),
-                "at least one chunk lost (the proxy does not count the chunks it passed, so the share is not judged)".into(),
-            )
+        (NetworkAction::Loss(_) | NetworkAction::Reset(_) | NetworkAction::Partition(_), _)
+            if proxy =>
+        {
+            // One proxy counter each; the fault bit when it moved.
+            let (metric, what, rule) = match action {
+                NetworkAction::Loss(_) => (
+                    "stalled_chunks",
+                    "chunks stalled as lost",
+                    "at least one chunk lost (the proxy does not count the chunks it passed, so the share is not judged)",
+                ),
+                NetworkAction::Reset(_) => (
+                    "reset_connections",
+                    "connections reset",
+                    "at least one connection reset",
+                ),
+                _ => (
+                    "held_streams",
+                    "connection directions held",
+                    "at least one connection held",
+                ),
+            };
+            let n = m.count(metric);
+            (counted(n), asked, format!("{n:.0} {what}"), rule.into())
         }
         (NetworkAction::Bandwidth(_), _) if proxy => {
             let held = m.count("delayed_chunks");
@@ -248,24 +263,6 @@ fn network(action: &NetworkAction, backend: &str, m: &Metrics, tol: f64) -> Judg
                 asked,
                 format!("{paced:.0} bytes paced, {held:.0} chunks held back to the cap"),
                 "the cap held traffic back at least once (the pacer sends held-back bytes at exactly the cap)".into(),
-            )
-        }
-        (NetworkAction::Reset(_), _) if proxy => {
-            let n = m.count("reset_connections");
-            (
-                counted(n),
-                asked,
-                format!("{n:.0} connections reset"),
-                "at least one connection reset".into(),
-            )
-        }
-        (NetworkAction::Partition(_), _) if proxy => {
-            let n = m.count("held_streams");
-            (
-                counted(n),
-                asked,
-                format!("traffic held on {n:.0} connection directions"),
-                "at least one connection held".into(),
             )
         }
         (
