@@ -63,7 +63,7 @@ async fn ingest_prometheus_samples(
     at: SystemTime,
     scraper: &EmbeddedScraper,
 ) -> Result<usize> {
-    let query = r#"{__name__=~"http_server_requests_total|http_server_request_duration_seconds_bucket",job="fleet"}[20s]"#;
+    let query = r#"{__name__=~"http_server_requests_total|http_server_request_duration_seconds_bucket|http_client_requests_total|retries_total|degradation_level|double_charges_total",job="fleet"}[20s]"#;
     let time = at.duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
     let body: serde_json::Value = reqwest::Client::new()
         .get(format!(
@@ -278,10 +278,42 @@ async fn embedded_engine_agrees_with_prometheus_on_a_running_fleet() -> Result<(
         rel_diff(promql_rate, rate) <= 0.02,
         "promql {promql_rate} vs embedded {rate}"
     );
-    assert!(
-        embedded.supports(&slo).is_err(),
-        "raw PromQL needs Prometheus"
-    );
+    // The embedded engine's raw PromQL against Prometheus' on the same samples: both
+    // evaluate each expression at the same instant; values and statuses must agree.
+    let exprs = [
+        raw,
+        "(sum(increase(retries_total{service=\"orders\"}[10s])) or vector(0)) / sum(increase(http_server_requests_total{service=\"orders\",route=\"/orders\"}[10s]))",
+        "histogram_quantile(0.9, sum by (le) (rate(http_server_request_duration_seconds_bucket{service=\"gateway\"}[10s])))",
+        "sum by (service) (rate(http_server_requests_total[10s]))",
+        "max_over_time(degradation_level{service=\"orders\"}[10s]) + 1",
+        "sum(increase(double_charges_total[10s]))",
+        "-sum(rate(http_client_requests_total{service=~\"gateway|orders\"}[10s])) * 2",
+        // Bound to the window each backend is given (here 10 s) on both engines.
+        "sum(increase(http_server_requests_total{service=\"gateway\"}[$window]))",
+    ];
+    for expr in exprs {
+        let slo = SloKind::Promql {
+            expr: expr.into(),
+            max: Some(1e9),
+            min: None,
+        };
+        same_backend.supports(&slo)?;
+        let p = prom.evaluate(&slo, WINDOW, at).await?;
+        let e = same_backend.evaluate(&slo, WINDOW, at).await?;
+        eprintln!(
+            "PROMQL SAME {expr}: prometheus={:?} ({:?}) embedded={:?} ({:?})",
+            p.value, p.status, e.value, e.status
+        );
+        assert_eq!(p.status, e.status, "{expr}");
+        assert!(!p.evidence.query.contains('$') && p.evidence.query == e.evidence.query);
+        let (Some(pv), Some(ev)) = (p.value, e.value) else {
+            bail!("{expr}: missing value: prometheus {p:?} embedded {e:?}");
+        };
+        assert!(
+            rel_diff(pv, ev) <= 0.02,
+            "{expr}: prometheus {pv} vs embedded {ev}"
+        );
+    }
     let ratio = "sum(rate(http_server_requests_total{service=\"gateway\",code=~\"5..\"}[10s])) / sum(rate(http_server_requests_total{service=\"gateway\"}[10s]))";
     let e = prom
         .evaluate(

@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::promql::{Sli, compile};
+use super::promql::{Sli, compile, query_text};
 use super::tsdb::{CompiledSelector, Labels, Store};
 use super::{BoxFuture, Evaluation, Evidence, SloBackend, SloError, unix_ms};
 
@@ -255,8 +255,8 @@ fn format_le(le: f64) -> String {
     }
 }
 
-/// The embedded SLO backend. Evaluates `errorRate`, `latency` and `throughput`; raw
-/// PromQL needs a Prometheus server.
+/// The embedded SLO backend. Evaluates `errorRate`, `latency` and `throughput`, and raw
+/// PromQL in the subset [`super::eval`] lists.
 #[derive(Debug, Clone)]
 pub struct EmbeddedBackend {
     scraper: EmbeddedScraper,
@@ -270,11 +270,24 @@ impl EmbeddedBackend {
         window: Duration,
         at: SystemTime,
     ) -> Result<Evaluation, SloError> {
-        let sli = compile(kind).ok_or_else(|| SloError::Unsupported {
-            backend: "embedded",
-            reason: "raw `promql` SLOs need a Prometheus server (--prometheus URL)".into(),
-        })?;
         let at_ms = unix_ms(at);
+        let Some(sli) = compile(kind) else {
+            let expr = query_text(kind, window);
+            let (value, detail) = self.scraper.with_store(|store| {
+                super::eval::evaluate_slo(store, &expr, &super::Threshold::of(kind), at_ms)
+            })?;
+            return Ok(Evaluation::judged(
+                kind,
+                at,
+                value,
+                Evidence {
+                    backend: "embedded".into(),
+                    query: expr,
+                    detail,
+                    generator: None,
+                },
+            ));
+        };
         let query = sli.to_promql(window);
         let (value, detail) = self.scraper.with_store(|store| -> Result<_, SloError> {
             Ok(match &sli {
@@ -341,12 +354,16 @@ impl SloBackend for EmbeddedBackend {
     }
 
     fn supports(&self, kind: &SloKind) -> Result<(), SloError> {
-        match compile(kind) {
-            Some(_) => Ok(()),
-            None => Err(SloError::Unsupported {
-                backend: "embedded",
-                reason: "raw `promql` SLOs need a Prometheus server (--prometheus URL)".into(),
-            }),
+        match kind {
+            SloKind::Promql { expr, .. } => {
+                super::eval::check(expr)
+                    .map(|_| ())
+                    .map_err(|reason| SloError::Unsupported {
+                        backend: "embedded",
+                        reason,
+                    })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -458,15 +475,62 @@ mod tests {
             .unwrap();
         assert_eq!(e.status, SloStatus::NoData);
         assert!(e.evidence.detail.unwrap().contains("no series"));
-        let promql = SloKind::Promql {
-            expr: "up".into(),
+        let outside = SloKind::Promql {
+            expr: "topk(1, up)".into(),
             max: Some(1.0),
             min: None,
         };
         assert!(matches!(
-            b.supports(&promql),
+            b.supports(&outside),
             Err(SloError::Unsupported { .. })
         ));
+    }
+
+    #[test]
+    fn embedded_raw_promql_reads_the_scraped_series() {
+        let b = scraper_with_history().backend();
+        // The same error share the `errorRate` kind computes, written by hand.
+        let expr = r#"sum(rate(http_server_requests_total{service="gw",code=~"5.."}[10s])) / sum(rate(http_server_requests_total{service="gw"}[10s]))"#;
+        let by_hand = SloKind::Promql {
+            expr: expr.into(),
+            max: Some(0.01),
+            min: None,
+        };
+        let built_in = SloKind::ErrorRate {
+            service: "gw".into(),
+            max: Percent::from_fraction(0.01).unwrap(),
+            route: None,
+        };
+        b.supports(&by_hand).unwrap();
+        let at = UNIX_EPOCH + Duration::from_secs(1010);
+        let window = Duration::from_secs(10);
+        let raw = b.evaluate_now(&by_hand, window, at).unwrap();
+        let compiled = b.evaluate_now(&built_in, window, at).unwrap();
+        assert_eq!(raw.value, compiled.value);
+        assert_eq!(raw.status, compiled.status);
+        assert_eq!(raw.evidence.query, expr);
+        assert!((raw.value.unwrap() - 0.10).abs() < 1e-9);
+    }
+
+    #[test]
+    fn embedded_raw_promql_window_placeholder_follows_the_window_it_is_given() {
+        let b = scraper_with_history().backend();
+        // 10 errors/s: the increase over the bound window counts 10 per second of it.
+        let kind = SloKind::Promql {
+            expr: r#"sum(increase(http_server_requests_total{service="gw",code="503"}[$window]))"#
+                .into(),
+            max: Some(45.0),
+            min: None,
+        };
+        b.supports(&kind).unwrap();
+        let at = UNIX_EPOCH + Duration::from_secs(1010);
+        let full = b.evaluate_now(&kind, Duration::from_secs(10), at).unwrap();
+        let clipped = b.evaluate_now(&kind, Duration::from_secs(4), at).unwrap();
+        assert!((full.value.unwrap() - 100.0).abs() < 1e-9, "{full:?}");
+        assert!((clipped.value.unwrap() - 40.0).abs() < 1e-9, "{clipped:?}");
+        assert_eq!(full.status, SloStatus::Violated);
+        assert_eq!(clipped.status, SloStatus::Ok);
+        assert!(clipped.evidence.query.contains("[4s]"), "{clipped:?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod embedded;
+pub mod eval;
 pub mod prometheus;
 pub mod promql;
 pub mod reactions;
@@ -73,6 +74,38 @@ pub enum SloError {
     /// A scrape target URL or label matcher is invalid.
     #[error("invalid scrape configuration: {0}")]
     InvalidConfig(String),
+}
+
+/// The note for a query that returned no series.
+pub(crate) const EMPTY: &str = "empty result: no series matched (missing data is not a pass)";
+
+/// Combines the values several series returned at one time into the one the SLO is
+/// judged by: the worst non-NaN value (both the Prometheus and the embedded engine). Returns the value and a note for the evidence.
+pub(crate) fn worst(threshold: &Threshold, values: &[f64]) -> (Option<f64>, Option<String>) {
+    if values.is_empty() {
+        return (None, Some(EMPTY.to_string()));
+    }
+    let numbers: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    let nan = values.len() - numbers.len();
+    if numbers.is_empty() {
+        return (
+            Some(f64::NAN),
+            Some(format!("all {} series were NaN", values.len())),
+        );
+    }
+    let pick = if threshold.max.is_none() && threshold.min.is_some() {
+        numbers.iter().copied().fold(f64::INFINITY, f64::min)
+    } else {
+        numbers.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    };
+    let note = match (values.len(), nan) {
+        (1, _) => None,
+        (n, 0) => Some(format!("{n} series; the worst is reported")),
+        (n, nan) => Some(format!(
+            "{n} series ({nan} NaN, ignored); the worst is reported"
+        )),
+    };
+    (Some(pick), note)
 }
 
 /// The outcome of one evaluation.
@@ -365,6 +398,24 @@ pub fn from_unix_ms(ms: i64) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worst_value_depends_on_the_bound_and_nan_is_never_a_pass() {
+        let max = Threshold {
+            max: Some(1.0),
+            min: None,
+            unit: Unit::Number,
+        };
+        let min = Threshold {
+            max: None,
+            min: Some(1.0),
+            unit: Unit::Number,
+        };
+        assert_eq!(worst(&max, &[0.5, 2.0, f64::NAN]).0, Some(2.0));
+        assert_eq!(worst(&min, &[0.5, 2.0]).0, Some(0.5));
+        assert_eq!(worst(&max, &[]), (None, Some(EMPTY.to_string())));
+        assert!(worst(&max, &[f64::NAN]).0.unwrap().is_nan());
+    }
     use faultline_spec::Percent;
 
     #[test]

@@ -221,41 +221,6 @@ impl PrometheusBackend {
     }
 }
 
-/// Combines the values several series returned at one time into the one the SLO is
-/// judged by: the worst non-NaN value. Returns the value and a note for the evidence.
-fn worst(
-    threshold: &Threshold,
-    values: &[f64],
-    expr_empty_note: &str,
-) -> (Option<f64>, Option<String>) {
-    if values.is_empty() {
-        return (None, Some(expr_empty_note.to_string()));
-    }
-    let numbers: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
-    let nan = values.len() - numbers.len();
-    if numbers.is_empty() {
-        return (
-            Some(f64::NAN),
-            Some(format!("all {} series were NaN", values.len())),
-        );
-    }
-    let pick = if threshold.max.is_none() && threshold.min.is_some() {
-        numbers.iter().copied().fold(f64::INFINITY, f64::min)
-    } else {
-        numbers.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-    };
-    let note = match (values.len(), nan) {
-        (1, _) => None,
-        (n, 0) => Some(format!("{n} series; the worst is reported")),
-        (n, nan) => Some(format!(
-            "{n} series ({nan} NaN, ignored); the worst is reported"
-        )),
-    };
-    (Some(pick), note)
-}
-
-const EMPTY: &str = "empty result: no series matched (missing data is not a pass)";
-
 impl SloBackend for PrometheusBackend {
     fn name(&self) -> &'static str {
         "prometheus"
@@ -278,7 +243,7 @@ impl SloBackend for PrometheusBackend {
                 .iter()
                 .filter_map(|s| s.points.first().map(|p| p.1))
                 .collect();
-            let (value, detail) = worst(&Threshold::of(kind), &values, EMPTY);
+            let (value, detail) = super::worst(&Threshold::of(kind), &values);
             Ok(Evaluation::judged(
                 kind,
                 at,
@@ -344,7 +309,7 @@ impl SloBackend for PrometheusBackend {
                             .map(|p| p.1)
                     })
                     .collect();
-                let (value, detail) = worst(&threshold, &values, EMPTY);
+                let (value, detail) = super::worst(&threshold, &values);
                 out.push(Evaluation::judged(
                     kind,
                     from_unix_ms(t),
@@ -366,25 +331,6 @@ impl SloBackend for PrometheusBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slo::Unit;
-
-    #[test]
-    fn worst_value_depends_on_the_bound_and_nan_is_never_a_pass() {
-        let max = Threshold {
-            max: Some(1.0),
-            min: None,
-            unit: Unit::Number,
-        };
-        let min = Threshold {
-            max: None,
-            min: Some(1.0),
-            unit: Unit::Number,
-        };
-        assert_eq!(worst(&max, &[0.5, 2.0, f64::NAN], EMPTY).0, Some(2.0));
-        assert_eq!(worst(&min, &[0.5, 2.0], EMPTY).0, Some(0.5));
-        assert_eq!(worst(&max, &[], EMPTY), (None, Some(EMPTY.to_string())));
-        assert!(worst(&max, &[f64::NAN], EMPTY).0.unwrap().is_nan());
-    }
 
     #[test]
     fn decode_reads_vectors_scalars_and_special_floats() {

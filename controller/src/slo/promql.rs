@@ -110,16 +110,6 @@ fn escape_string(value: &str) -> String {
     out
 }
 
-/// Formats a range duration the way PromQL reads it (`10s`, `1500ms`).
-pub fn format_range(window: Duration) -> String {
-    let ms = window.as_millis();
-    if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
 /// A service level indicator over a window.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sli {
@@ -149,7 +139,7 @@ pub enum Sli {
 impl Sli {
     /// The PromQL expression for this SLI over `window`.
     pub fn to_promql(&self, window: Duration) -> String {
-        let w = format_range(window);
+        let w = faultline_spec::promql::format_range(window);
         match self {
             Sli::Ratio {
                 numerator,
@@ -213,10 +203,11 @@ pub fn compile(kind: &SloKind) -> Option<Sli> {
     }
 }
 
-/// The query text an SLO kind runs as: compiled PromQL, or the raw expression.
+/// The query text an SLO kind runs as over `window`: compiled PromQL, or the raw
+/// expression with its `$window` bound.
 pub fn query_text(kind: &SloKind, window: Duration) -> String {
     match (kind, compile(kind)) {
-        (SloKind::Promql { expr, .. }, _) => expr.clone(),
+        (SloKind::Promql { expr, .. }, _) => faultline_spec::promql::bind_window(expr, window),
         (_, Some(sli)) => sli.to_promql(window),
         (_, None) => String::new(),
     }

@@ -182,13 +182,7 @@ pub fn from_store(store: &Store, at_ms: i64) -> Result<Vec<ReactionSample>, SloE
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::slo::tsdb::labels;
 
     #[test]
     fn the_store_yields_breaker_states_retry_rates_degradation_and_429_rates() {

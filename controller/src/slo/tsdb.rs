@@ -209,6 +209,15 @@ impl Store {
     }
 }
 
+/// A label set from pairs (tests build series with it).
+#[cfg(test)]
+pub(crate) fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// Parses a Prometheus float (`+Inf`, `-Inf`, `NaN`, or a decimal).
 pub fn parse_float(s: &str) -> Option<f64> {
     match s {

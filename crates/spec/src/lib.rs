@@ -24,6 +24,7 @@
 mod de;
 pub mod diagnostic;
 pub mod model;
+pub mod promql;
 pub mod raw;
 pub mod units;
 mod validate;

@@ -1140,6 +1140,9 @@ fn slo_kind(f: &SloFields<'_>, p: &mut Problems, path: &Path, what: &str) -> Opt
                     "expected a PromQL expression, found an empty string",
                 );
                 ok = false;
+            } else if let Err(why) = crate::promql::parse(expr) {
+                p.push(&kpath, why);
+                ok = false;
             }
             if f.max.is_none() && f.min.is_none() {
                 p.push(

@@ -4,6 +4,7 @@
 
 use faultline_controller::report::RunMode;
 use faultline_controller::run::RunError;
+use faultline_controller::slo::eval;
 use faultline_spec::{Experiment, FaultKind, SloKind, Target};
 
 use super::local;
@@ -56,9 +57,9 @@ pub fn plan(
 
 /// Why `mode` cannot run the experiment, or `None` when it can. The one place mode
 /// limitations are decided: container targets and container faults need compose, pod
-/// selectors need Kubernetes, raw `promql` SLOs and abort conditions need a Prometheus
-/// server (local mode has one only with `--prometheus`). Each distinct need is named
-/// once, with the first item that has it.
+/// selectors need Kubernetes, raw `promql` SLOs and abort conditions outside the
+/// embedded engine's subset need a Prometheus server (local mode has one only with
+/// `--prometheus`). Each distinct need is named once, with the first item that has it.
 pub fn skip_reason(experiment: &Experiment, mode: RunMode, prometheus: bool) -> Option<String> {
     let mut needs: Vec<(&str, String)> = Vec::new();
     let mut need = |what: &'static str, why: String| {
@@ -89,6 +90,7 @@ pub fn skip_reason(experiment: &Experiment, mode: RunMode, prometheus: bool) -> 
         }
     }
     if mode == RunMode::Local && !prometheus {
+        // Local mode judges raw PromQL on the embedded engine, which takes a subset.
         let slos = experiment
             .spec
             .slos
@@ -100,13 +102,13 @@ pub fn skip_reason(experiment: &Experiment, mode: RunMode, prometheus: bool) -> 
             .iter()
             .enumerate()
             .map(|(i, a)| (format!("abort condition {}", i + 1), &a.kind));
-        if let Some((what, _)) = slos
-            .chain(aborts)
-            .find(|(_, kind)| matches!(kind, SloKind::Promql { .. }))
-        {
+        if let Some((what, why)) = slos.chain(aborts).find_map(|(what, kind)| match kind {
+            SloKind::Promql { expr, .. } => eval::check(expr).err().map(|why| (what, why)),
+            _ => None,
+        }) {
             need(
                 "needs a Prometheus server (--prometheus or --env compose)",
-                format!("{what} is raw PromQL"),
+                format!("{what}: {why}"),
             );
         }
     }
@@ -144,7 +146,7 @@ mod tests {
     }
 
     #[test]
-    fn local_mode_skips_container_targets_pod_selectors_and_raw_promql() {
+    fn local_mode_skips_container_targets_pod_selectors_and_promql_outside_the_subset() {
         let container = with_fault("{container: fleet-payments}", "container: {action: pause}");
         let reason = skip_reason(&container, RunMode::Local, false).unwrap();
         assert!(reason.starts_with("needs --env compose"), "{reason}");
@@ -153,10 +155,15 @@ mod tests {
         let reason = skip_reason(&pods, RunMode::Local, false).unwrap();
         assert!(reason.starts_with("needs Kubernetes"), "{reason}");
 
-        let promql = experiment("  slos:\n    - {name: up, promql: 'up', min: 1}\n");
+        let subset = experiment("  slos:\n    - {name: up, promql: 'sum(up)', min: 1}\n");
+        assert_eq!(skip_reason(&subset, RunMode::Local, false), None);
+        let promql = experiment("  slos:\n    - {name: up, promql: 'topk(1, up)', min: 1}\n");
         let reason = skip_reason(&promql, RunMode::Local, false).unwrap();
         assert!(reason.contains("needs a Prometheus server"), "{reason}");
-        assert!(reason.contains("SLO `up`"), "{reason}");
+        assert!(
+            reason.contains("SLO `up`: the aggregation `topk`"),
+            "{reason}"
+        );
         assert_eq!(skip_reason(&promql, RunMode::Local, true), None);
     }
 
