@@ -141,6 +141,7 @@ pub struct ServiceMetrics {
     breaker_transitions: Family<TransitionLabels, Counter>,
     retries: Family<UpstreamLabels, Counter>,
     degradation: Family<ServiceLabels, Gauge>,
+    double_charges: Family<ServiceLabels, Counter>,
 }
 
 fn register(
@@ -165,6 +166,7 @@ impl ServiceMetrics {
             breaker_transitions: Family::default(),
             retries: Family::default(),
             degradation: Family::default(),
+            double_charges: Family::default(),
         };
         let defs = names::FLEET;
         register(registry, &defs[0], metrics.server_requests.clone());
@@ -175,6 +177,7 @@ impl ServiceMetrics {
         register(registry, &defs[5], metrics.breaker_transitions.clone());
         register(registry, &defs[6], metrics.retries.clone());
         register(registry, &defs[7], metrics.degradation.clone());
+        register(registry, &defs[8], metrics.double_charges.clone());
         // The degradation gauge exists from the start, so "level 0" is a sample, not a gap.
         metrics.set_degradation_level(0);
         metrics
@@ -273,6 +276,16 @@ impl ServiceMetrics {
                 upstream: LabelValue::new(upstream),
             })
             .inc();
+    }
+
+    /// Counts `n` charges accepted for orders that were already charged. A service that
+    /// charges calls it with 0 at start, so "none" is a sample, not a gap.
+    pub fn double_charges(&self, n: u64) {
+        self.double_charges
+            .get_or_create(&ServiceLabels {
+                service: self.service.clone(),
+            })
+            .inc_by(n);
     }
 
     /// Sets the service's degradation level (0 normal, 1–3 as in DESIGN.md §5).

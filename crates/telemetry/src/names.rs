@@ -95,6 +95,12 @@ pub const RETRIES_TOTAL: &str = "retries_total";
 /// Current degradation level of a service: 0 normal, 1 to 3 as in DESIGN.md §5.
 pub const DEGRADATION_LEVEL: &str = "degradation_level";
 
+// ---- fleet: business invariants ----------------------------------------------------
+
+/// Charges payments accepted for an order it had already charged under another
+/// idempotency key: a customer charged twice.
+pub const DOUBLE_CHARGES_TOTAL: &str = "double_charges_total";
+
 const SERVER_REQUEST_LABELS: &[&str] = &[LABEL_SERVICE, LABEL_ROUTE, LABEL_METHOD, LABEL_CODE];
 const SERVER_DURATION_LABELS: &[&str] = &[LABEL_SERVICE, LABEL_ROUTE, LABEL_METHOD];
 const CLIENT_REQUEST_LABELS: &[&str] = &[LABEL_SERVICE, LABEL_UPSTREAM, LABEL_OUTCOME];
@@ -152,6 +158,12 @@ pub const FLEET: &[MetricDef] = &[
         kind: MetricKind::Gauge,
         labels: SERVICE_LABELS,
         help: "Degradation level: 0 normal, 1 cached fallback, 2 non-critical shed, 3 lightweight path.",
+    },
+    MetricDef {
+        name: DOUBLE_CHARGES_TOTAL,
+        kind: MetricKind::Counter,
+        labels: SERVICE_LABELS,
+        help: "Charges accepted for an order already charged under another idempotency key.",
     },
 ];
 

@@ -87,6 +87,7 @@ fn every_family_round_trips_through_prometheus_parse_without_losing_samples() {
         metrics.retry(upstream);
     }
     metrics.set_degradation_level(2);
+    metrics.double_charges(1);
 
     let text = encode(&registry).unwrap();
     let lines = sample_lines(&text);

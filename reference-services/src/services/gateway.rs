@@ -1,5 +1,6 @@
 //! gateway: the public API. Rate limit (429) and a timeout budget in front of orders; at
-//! degradation L1 and above `GET /api/orders/{id}` falls back to its response cache.
+//! degradation L1 and above `GET /api/orders/{id}` falls back to its response cache, which
+//! holds the orders it created and the lookups it answered.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -186,7 +187,15 @@ impl Gateway {
             .await;
         self.record(started, &r);
         match r {
-            Ok(resp) => relay(&resp),
+            Ok(resp) => {
+                // Read-through: a lookup answered is remembered too, so an order read
+                // often stays in the cache however long ago it was created (the cache
+                // is emptied when full).
+                if resp.status() == 200 {
+                    self.remember(id, resp.body().clone());
+                }
+                relay(&resp)
+            }
             Err(e) => match self.cached(&id) {
                 // L1: a slow or failing orders service is answered from the cache.
                 Some(body) if self.obs.level() >= 1 => Response::new(200)
