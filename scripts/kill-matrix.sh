@@ -3,11 +3,14 @@
 # fleet and against each fragile variant of it (one resilience policy removed with
 # FL_DISABLE), and prints which variant each experiment caught:
 #
-#   scripts/kill-matrix.sh [-o DIR] [--switches a,b,...] FILE|DIR...
+#   scripts/kill-matrix.sh [-o DIR] [--switches a,b,...] [--killers FILE] FILE|DIR...
 #
 # The resilient fleet runs every experiment and must pass them all (skips aside). Each
 # variant runs with --fail-fast, so it stops at the first experiment that does not pass
-# it: order the experiments so that cheap killers come first. A variant "killed" means an
+# it: order the experiments so that cheap killers come first. `--killers FILE` names, one
+# line per switch (`switch experiment-file`), the experiment expected to kill it: that
+# variant runs that file first and the rest after it, and the switches default to the
+# ones it lists. A variant "killed" means an
 # experiment ended FAIL against it; inconclusive or error is not a kill (the gate did not
 # earn a verdict). Exit 0 only when the resilient fleet passed everything and every
 # variant was killed; the matrix is printed either way (Markdown, for
@@ -18,25 +21,50 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=""
 switches=""
-files=()
+killers=""
+args_in=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -o) out="$2"; shift 2 ;;
     --switches) switches="$2"; shift 2 ;;
-    *) files+=("$1"); shift ;;
+    --killers) killers="$2"; shift 2 ;;
+    *) args_in+=("$1"); shift ;;
   esac
 done
-[ "${#files[@]}" -gt 0 ] || { echo "usage: $0 [-o DIR] [--switches a,b,...] FILE|DIR..." >&2; exit 2; }
+[ "${#args_in[@]}" -gt 0 ] || { echo "usage: $0 [-o DIR] [--switches a,b,...] [--killers FILE] FILE|DIR..." >&2; exit 2; }
+# The files in the order `chaos run` reads them: directories searched for *.yaml and
+# *.yml, sorted.
+files=()
+for a in "${args_in[@]}"; do
+  if [ -d "$a" ]; then
+    while IFS= read -r f; do files+=("$f"); done < <(find "${a%/}" -type f \( -name '*.yaml' -o -name '*.yml' \) | LC_ALL=C sort)
+  else
+    files+=("$a")
+  fi
+done
+# killer_of SWITCH: the file --killers names for it, if any.
+killer_of() {
+  [ -n "$killers" ] || return 0
+  awk -v s="$1" '$1 == s { print $2; exit }' "$killers"
+}
 chaos="${CHAOS_BIN:-target/release/chaos}"
 out="${out:-$(mktemp -d)}"
 mkdir -p "$out"
-if [ -z "$switches" ]; then
+if [ -z "$switches" ] && [ -n "$killers" ]; then
+  switches="$(awk '!/^#/ && NF { print $1 }' "$killers" | paste -sd, -)"
+elif [ -z "$switches" ]; then
   switches="$("$chaos" fleet policies | paste -sd, -)"
 fi
 variants=(resilient ${switches//,/ })
 for v in "${variants[@]}"; do
   mkdir -p "$out/$v"
-  args=(run "${files[@]}" --no-progress --json "$out/$v/suite.json")
+  first="$(killer_of "$v")"
+  ordered=()
+  [ -n "$first" ] && ordered+=("$first")
+  for f in "${files[@]}"; do
+    [ "$f" = "$first" ] || ordered+=("$f")
+  done
+  args=(run "${ordered[@]}" --no-progress --json "$out/$v/suite.json" --junit "$out/$v/junit.xml")
   if [ "$v" = resilient ]; then
     env_args=()
   else
@@ -59,11 +87,16 @@ for v in variants:
     index = json.loads((out / v / "suite.json").read_text())
     row = {}
     for e in index["experiments"]:
-        if e["outcome"] == "skipped" and not e.get("notRun"):
-            continue  # this mode cannot run it, for every variant alike
-        if e["name"] not in columns:
+        if v == variants[0]:
+            if e["outcome"] == "skipped":
+                continue  # this mode cannot run it, for every variant alike
             columns.append(e["name"])
-        row[e["name"]] = "—" if e.get("notRun") else cell.get(e["outcome"], e["outcome"])
+        if e.get("notRun"):
+            row[e["name"]] = "—"
+        else:
+            row[e["name"]] = cell.get(e["outcome"], e["outcome"])
+            if e["outcome"] in ("fail", "aborted") and e.get("worstSlo"):
+                row[e["name"]] += ": " + e["worstSlo"].replace("|", "\\|")
     rows[v] = row
 print("| variant | " + " | ".join(columns) + " | killed |")
 print("|---" * (len(columns) + 2) + "|")
