@@ -32,6 +32,24 @@ use super::{SloError, Threshold};
 /// Prometheus' default lookback for instant selectors.
 const LOOKBACK: Duration = Duration::from_secs(300);
 
+/// The functions over a range selector the engine evaluates ([`eval`] matches each).
+const RANGE_FNS: [&str; 5] = [
+    "rate",
+    "increase",
+    "avg_over_time",
+    "min_over_time",
+    "max_over_time",
+];
+/// The functions over instant values the engine evaluates ([`call_plain`] matches each).
+const PLAIN_FNS: [&str; 6] = [
+    "histogram_quantile",
+    "vector",
+    "scalar",
+    "abs",
+    "clamp_min",
+    "clamp_max",
+];
+
 /// A value of the evaluator: a scalar or an instant vector (series without metric
 /// names, as every function and operator here drops them).
 #[derive(Debug, Clone, PartialEq)]
@@ -116,29 +134,14 @@ fn supported(expr: &Expr) -> Result<(), String> {
         }
         Expr::Call(call) => {
             let name = call.func.name;
-            let range_fns = [
-                "rate",
-                "increase",
-                "avg_over_time",
-                "min_over_time",
-                "max_over_time",
-            ];
-            let plain_fns = [
-                "histogram_quantile",
-                "vector",
-                "scalar",
-                "abs",
-                "clamp_min",
-                "clamp_max",
-            ];
-            if range_fns.contains(&name) {
+            if RANGE_FNS.contains(&name) {
                 match call.args.args.first().map(|a| a.as_ref()) {
                     Some(Expr::MatrixSelector(m)) => selector(&m.vs).map(|_| ()),
                     _ => Err(unsupported(format!(
                         "`{name}` over anything but a range selector (subqueries)"
                     ))),
                 }
-            } else if plain_fns.contains(&name) {
+            } else if PLAIN_FNS.contains(&name) {
                 call.args.args.iter().try_for_each(|a| supported(a))
             } else {
                 Err(unsupported(format!("the function `{name}`")))
@@ -202,16 +205,7 @@ fn eval(store: &Store, expr: &Expr, at_ms: i64) -> Result<Value, SloError> {
         Expr::NumberLiteral(n) => Value::Scalar(n.val),
         Expr::Paren(p) => eval(store, &p.expr, at_ms)?,
         Expr::Unary(u) => map_values(eval(store, &u.expr, at_ms)?, |v| -v),
-        Expr::VectorSelector(vs) => {
-            let sel = compiled(vs)?;
-            Value::Vector(
-                store
-                    .range(&sel, LOOKBACK, at_ms)
-                    .into_iter()
-                    .filter_map(|(labels, samples)| samples.last().map(|s| (labels.clone(), s.1)))
-                    .collect(),
-            )
-        }
+        Expr::VectorSelector(vs) => Value::Vector(store.latest(&compiled(vs)?, LOOKBACK, at_ms)),
         Expr::Aggregate(a) => {
             let Value::Vector(input) = eval(store, &a.expr, at_ms)? else {
                 return Err(type_error("an aggregation needs a vector"));
@@ -240,7 +234,7 @@ fn eval(store: &Store, expr: &Expr, at_ms: i64) -> Result<Value, SloError> {
                         }),
                         "min_over_time" => samples.iter().map(|s| s.1).reduce(f64::min),
                         "max_over_time" => samples.iter().map(|s| s.1).reduce(f64::max),
-                        other => return Err(type_error(&unsupported(other))),
+                        other => return Err(type_error(&unsupported(format!("`{other}`")))),
                     };
                     if let Some(v) = value {
                         out.push((labels.clone(), v));

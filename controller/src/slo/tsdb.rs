@@ -148,6 +148,28 @@ impl Store {
             .collect()
     }
 
+    /// The newest sample inside `[at - lookback, at]` of every series matching
+    /// `selector` that has one: an instant selector's value.
+    pub fn latest(
+        &self,
+        selector: &CompiledSelector,
+        lookback: Duration,
+        at_ms: i64,
+    ) -> Vec<(Labels, f64)> {
+        let start = at_ms - i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX);
+        let Some(by_labels) = self.series.get(&selector.metric) else {
+            return Vec::new();
+        };
+        by_labels
+            .iter()
+            .filter(|(labels, _)| selector.matches(&selector.metric, labels))
+            .filter_map(|(labels, series)| {
+                let (t, v) = series.samples.iter().rev().find(|(t, _)| *t <= at_ms)?;
+                (*t >= start).then(|| (labels.clone(), *v))
+            })
+            .collect()
+    }
+
     /// `rate(selector[window])` at `at_ms`, one value per series that has one.
     pub fn rate(
         &self,
@@ -522,5 +544,30 @@ mod tests {
         .unwrap();
         let got = store.range(&sel, Duration::from_secs(100), 20_000);
         assert_eq!(got[0].1, vec![(16_000, 2.0)]);
+    }
+
+    #[test]
+    fn latest_is_the_newest_sample_at_or_before_the_time_within_the_lookback() {
+        let mut store = Store::new(Duration::from_secs(600));
+        let sel = CompiledSelector::new(&Selector {
+            metric: "g".into(),
+            matchers: vec![],
+        })
+        .unwrap();
+        for (t, v) in [(10_000, 1.0), (20_000, 2.0), (30_000, 3.0)] {
+            store.append("g", Labels::new(), t, v);
+        }
+        let lookback = Duration::from_secs(5);
+        assert_eq!(
+            store.latest(&sel, lookback, 25_000),
+            vec![(Labels::new(), 2.0)]
+        );
+        assert_eq!(
+            store.latest(&sel, lookback, 30_000),
+            vec![(Labels::new(), 3.0)]
+        );
+        // The newest sample before the time is older than the lookback: stale, no value.
+        assert!(store.latest(&sel, lookback, 29_000).is_empty());
+        assert!(store.latest(&sel, lookback, 5_000).is_empty());
     }
 }

@@ -95,7 +95,10 @@ mod tests {
             "sum(increase(x[60s])) or vector(0)"
         );
         assert_eq!(
-            bind_window("rate(x[$window]) / rate(y[$window])", Duration::from_millis(8250)),
+            bind_window(
+                "rate(x[$window]) / rate(y[$window])",
+                Duration::from_millis(8250)
+            ),
             "rate(x[8250ms]) / rate(y[8250ms])"
         );
         assert_eq!(bind_window("x[$window]", Duration::ZERO), "x[1ms]");
