@@ -432,14 +432,19 @@ fn binary(
                         ));
                     }
                 }
-                Value::Vector(
-                    left.into_iter()
-                        .filter_map(|(l, a)| {
-                            let k = key(&l, matching);
-                            by_key.get(&k).map(|b| (k, arith(op, a, *b)))
-                        })
-                        .collect(),
-                )
+                // As Prometheus: two left-hand series matching the same right-hand one
+                // would give one result label set twice, which is an error, not a pick.
+                let mut out: BTreeMap<Labels, f64> = BTreeMap::new();
+                for (l, a) in left {
+                    let k = key(&l, matching);
+                    let Some(b) = by_key.get(&k) else { continue };
+                    if out.insert(k, arith(op, a, *b)).is_some() {
+                        return Err(type_error(
+                            "many-to-many matching: several left-hand series share a label set",
+                        ));
+                    }
+                }
+                Value::Vector(out.into_iter().collect())
             }
         }
         _ => return Err(type_error("`or` needs vectors on both sides")),
@@ -535,6 +540,18 @@ mod tests {
         // payments has no 5xx series: one-to-one matching leaves only orders.
         assert_eq!(joined.len(), 1);
         assert_eq!(joined[0].0, labels(&[("service", "orders")]));
+        // orders has two series (200 and 503) on the left for one right-hand `service`:
+        // Prometheus refuses that match, and so does the engine.
+        let err = eval(
+            &store(),
+            &check(
+                r#"rate(http_server_requests_total[30s]) / on (service) sum by (service) (rate(http_server_requests_total[30s]))"#,
+            )
+            .unwrap(),
+            60_000,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("left-hand"), "{err}");
         // The usual "no errors counts as zero" idiom.
         assert_eq!(
             single(r#"sum(rate(http_server_requests_total{code="418"}[30s])) or vector(0)"#),
