@@ -116,6 +116,14 @@ async fn order_flows_through_all_five_services_and_each_counts_it() {
             &[("upstream", upstream), ("outcome", "success")],
         );
         assert_eq!(n, Some(1.0), "orders -> {upstream}");
+        // Declared at start: an outcome that never happened is a 0, not a missing
+        // series, so `increase` counts the first burst of it in full.
+        let timeouts = sample(
+            &orders,
+            "http_client_requests_total",
+            &[("upstream", upstream), ("outcome", "timeout")],
+        );
+        assert_eq!(timeouts, Some(0.0), "orders -> {upstream} timeouts");
     }
     for service in Service::START_ORDER {
         let ready = c

@@ -142,6 +142,7 @@ impl Upstream {
         let sink_metrics = metrics.clone();
         let sink: Arc<dyn faultline_resilience::EventSink> =
             Arc::new(move |e: &Event<'_>| on_event(&sink_metrics, e));
+        metrics.register_upstream(name.name());
         let mut stack = Stack::new();
         let breaker = match policy.breaker_open {
             None => None,

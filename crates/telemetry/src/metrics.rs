@@ -31,6 +31,16 @@ pub enum ClientOutcome {
 }
 
 impl ClientOutcome {
+    /// Every outcome, in declaration order.
+    pub const ALL: [ClientOutcome; 6] = [
+        ClientOutcome::Success,
+        ClientOutcome::ServerError,
+        ClientOutcome::Timeout,
+        ClientOutcome::ConnectError,
+        ClientOutcome::ShortCircuit,
+        ClientOutcome::Rejected,
+    ];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -256,6 +266,21 @@ impl ServiceMetrics {
                     to,
                 })
                 .inc();
+        }
+    }
+
+    /// Declares the calls to an upstream: one request counter per outcome, at 0, so a
+    /// rate or increase over them counts the first events too. A series that is born
+    /// with its first event is first scraped already above 0, and PromQL's `increase`
+    /// counts only from that first sample: the burst of timeouts that opens an outage
+    /// was lost that way (up to a scrape interval's worth, ~80 calls at 100/s).
+    pub fn register_upstream(&self, upstream: &str) {
+        for outcome in ClientOutcome::ALL {
+            drop(self.client_requests.get_or_create(&ClientRequestLabels {
+                service: self.service.clone(),
+                upstream: LabelValue::new(upstream),
+                outcome: LabelValue::from_static(outcome.as_str()),
+            }));
         }
     }
 

@@ -67,16 +67,8 @@ fn every_family_round_trips_through_prometheus_parse_without_losing_samples() {
         }
         metrics.observe_server_request(route, "BREW", 405, Duration::from_micros(300));
     }
-    let outcomes = [
-        ClientOutcome::Success,
-        ClientOutcome::ServerError,
-        ClientOutcome::Timeout,
-        ClientOutcome::ConnectError,
-        ClientOutcome::ShortCircuit,
-        ClientOutcome::Rejected,
-    ];
     for upstream in ["payments", "inventory", "weird=up,stream}"] {
-        for outcome in outcomes {
+        for outcome in ClientOutcome::ALL {
             let elapsed = matches!(outcome, ClientOutcome::Success | ClientOutcome::Timeout)
                 .then_some(Duration::from_millis(40));
             metrics.observe_client_request(upstream, outcome, elapsed);
@@ -193,4 +185,32 @@ fn unsanitized_label_values_break_prometheus_parse() {
         vec!["/x/{a,b}".to_string()],
         "parser unexpectedly coped:\n{text}"
     );
+}
+
+/// A declared upstream exposes every outcome's counter at 0 before its first call, so
+/// `increase` over the first burst of timeouts counts all of it.
+#[test]
+fn a_registered_upstream_exposes_every_outcome_at_zero_before_any_call() {
+    let mut registry = Registry::default();
+    let metrics = ServiceMetrics::register("orders", &mut registry);
+    metrics.register_upstream("notifications");
+    let scrape = parse(&encode(&registry).unwrap());
+    let outcomes: BTreeMap<String, f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == names::HTTP_CLIENT_REQUESTS_TOTAL)
+        .map(|s| {
+            assert_eq!(s.labels.get("upstream"), Some("notifications"));
+            // prometheus-parse reads an OpenMetrics `_total` sample as untyped.
+            let (Value::Counter(v) | Value::Untyped(v)) = s.value else {
+                panic!("{s:?}")
+            };
+            (s.labels.get("outcome").unwrap_or_default().to_string(), v)
+        })
+        .collect();
+    let expected: BTreeMap<String, f64> = ClientOutcome::ALL
+        .iter()
+        .map(|o| (o.as_str().to_string(), 0.0))
+        .collect();
+    assert_eq!(outcomes, expected);
 }
