@@ -122,6 +122,18 @@ impl Store {
         self.series.values().map(HashMap::len).sum()
     }
 
+    /// Every series matching `selector`.
+    fn matching<'s, 'q>(
+        &'s self,
+        selector: &'q CompiledSelector,
+    ) -> impl Iterator<Item = (&'s Labels, &'s Series)> + use<'s, 'q> {
+        self.series
+            .get(&selector.metric)
+            .into_iter()
+            .flatten()
+            .filter(|(labels, _)| selector.matches(&selector.metric, labels))
+    }
+
     /// Samples of every series matching `selector` inside `[at - window, at]`.
     pub fn range(
         &self,
@@ -130,12 +142,7 @@ impl Store {
         at_ms: i64,
     ) -> Vec<(&Labels, Vec<Sample>)> {
         let start = at_ms - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-        let Some(by_labels) = self.series.get(&selector.metric) else {
-            return Vec::new();
-        };
-        by_labels
-            .iter()
-            .filter(|(labels, _)| selector.matches(&selector.metric, labels))
+        self.matching(selector)
             .map(|(labels, series)| {
                 let samples = series
                     .samples
@@ -157,12 +164,7 @@ impl Store {
         at_ms: i64,
     ) -> Vec<(Labels, f64)> {
         let start = at_ms - i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX);
-        let Some(by_labels) = self.series.get(&selector.metric) else {
-            return Vec::new();
-        };
-        by_labels
-            .iter()
-            .filter(|(labels, _)| selector.matches(&selector.metric, labels))
+        self.matching(selector)
             .filter_map(|(labels, series)| {
                 let (t, v) = series.samples.iter().rev().find(|(t, _)| *t <= at_ms)?;
                 (*t >= start).then(|| (labels.clone(), *v))
