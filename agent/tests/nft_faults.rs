@@ -55,7 +55,11 @@ fn download(ns: &str, addr: SocketAddr) -> (usize, Duration) {
         // Under 30% loss the SYN-ACK is lost 30% of the time and TCP retries the SYN after
         // 1, 3, 7 and 15 s: a 2 s timeout failed one connection in eleven.
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(20)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        // Each lost retransmission doubles the sender's RTO (from 200 ms): eight in a row
+        // stall the stream for 51 s, and CI once read nothing for 30 s. TCP itself gives
+        // up only after minutes, so wait up to TCP_RTO_MAX (120 s) for the next segment
+        // before calling the download failed.
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0;
         loop {
