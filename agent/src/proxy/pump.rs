@@ -410,6 +410,7 @@ where
                             if let Some((delay, jitter, p)) = h.delay
                                 && sampler.chance(p)
                             {
+                                rule.stats.record_request_delayed();
                                 release += sampler.latency(delay, jitter, false, 0.0);
                                 credit.push(rule.clone());
                             }

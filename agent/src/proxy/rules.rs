@@ -141,6 +141,9 @@ pub struct Stats {
     holds: AtomicU64,
     requests: AtomicU64,
     aborted: AtomicU64,
+    /// Requests an HTTP rule chose to delay, counted when chosen: one still held when the
+    /// rule is removed (its effect read) is released later, and `delayed` misses it.
+    requests_delayed: AtomicU64,
 }
 
 impl Stats {
@@ -179,6 +182,12 @@ impl Stats {
         if aborted {
             self.aborted.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Records that a matching request was chosen to be delayed; its added delay is
+    /// recorded when it is released.
+    pub(crate) fn record_request_delayed(&self) {
+        self.requests_delayed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The observed effect of the rule so far.
@@ -239,11 +248,17 @@ impl Stats {
             Action::Http(_) => {
                 let requests = get(&self.requests);
                 let aborted = get(&self.aborted);
+                let chosen = get(&self.requests_delayed);
                 m.insert("matched_requests".into(), requests as f64);
                 m.insert("aborted_requests".into(), aborted as f64);
-                m.insert("delayed_requests".into(), delayed as f64);
+                m.insert("delayed_requests".into(), chosen as f64);
+                let held = if chosen > delayed {
+                    format!(", {} still held", chosen - delayed)
+                } else {
+                    String::new()
+                };
                 format!(
-                    "{requests} matching requests: {aborted} aborted, {delayed} delayed (mean {mean_ms:.2} ms)"
+                    "{requests} matching requests: {aborted} aborted, {chosen} delayed (mean {mean_ms:.2} ms{held})"
                 )
             }
         };
