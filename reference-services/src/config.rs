@@ -68,7 +68,9 @@ pub enum Policy {
     RetryBudget,
     /// orders' calls to inventory and payments time out per attempt (`FL_ATTEMPT_TIMEOUT_MS`).
     AttemptTimeout,
-    /// orders' calls to inventory and payments have an overall deadline (3 attempts' worth).
+    /// Every service refuses a request that arrives after its caller's deadline (the
+    /// gateway's budget, propagated in `x-request-deadline`), and orders' calls to inventory
+    /// and payments end at that deadline or after 3 attempts' worth, whichever is first.
     Deadline,
     /// orders' call to notifications times out (`FL_NOTIFY_TIMEOUT_MS`).
     NotifyTimeout,

@@ -22,6 +22,7 @@
 //! cleanly; [`serve::run`] is what each child runs.
 
 pub mod config;
+pub mod deadline;
 pub mod launcher;
 pub mod observe;
 pub mod serve;

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use faultline_http::middleware::{Completed, Ctx, Middleware, Timing};
 use faultline_http::{HeaderValue, Request, Response, Router};
 use faultline_telemetry::ServiceMetrics;
+
+use crate::deadline::DeadlineGuard;
 use prometheus_client::registry::Registry;
 
 /// Response header carrying the service's current degradation level (`0`..`3`).
@@ -65,8 +67,10 @@ impl Observability {
         }
     }
 
-    /// Adds `/metrics` and `/healthz` and the RED + degradation-header middleware to `router`.
-    pub fn instrument(&self, router: Router) -> Router {
+    /// Adds `/metrics` and `/healthz`, the RED and degradation-header middleware, and the
+    /// deadline check ([`DeadlineGuard`]: late requests refused when `enforce_deadlines`,
+    /// counted either way) to `router`.
+    pub fn instrument(&self, router: Router, enforce_deadlines: bool) -> Router {
         let metrics_obs = self.clone();
         let red = self.metrics.clone();
         router
@@ -84,6 +88,11 @@ impl Observability {
             }))
             .layer(LevelHeader {
                 level: Arc::clone(&self.level),
+            })
+            // Last, so the RED metrics and the level header see the 504 of a late request.
+            .layer(DeadlineGuard {
+                enforce: enforce_deadlines,
+                metrics: self.metrics.clone(),
             })
     }
 }

@@ -96,7 +96,7 @@ pub async fn run_with(
             Response::json(&serde_json::json!({"ready": true}))
         });
     }
-    let app = obs.instrument(router);
+    let app = obs.instrument(router, config.disabled.keeps(Policy::Deadline));
     let server = Server::bind(config.bind).await.map_err(io)?;
     let addr = server.local_addr().map_err(io)?;
     let line = serde_json::to_string(&Announcement {

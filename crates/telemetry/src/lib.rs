@@ -17,7 +17,7 @@ pub use buckets::DURATION_BUCKETS;
 pub use exposition::{CONTENT_TYPE, encode};
 pub use labels::{LabelValue, code_label, method_label, route_label, sanitize_label_value};
 pub use logging::{LogFormat, init_tracing};
-pub use metrics::{BreakerStateValue, ClientOutcome, ServiceMetrics};
+pub use metrics::{BreakerStateValue, ClientOutcome, DeadlineAction, ServiceMetrics};
 pub use names::{CATALOG, MetricDef, MetricKind};
 
 /// Errors of this crate.

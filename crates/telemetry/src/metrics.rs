@@ -131,6 +131,40 @@ struct ServiceLabels {
     service: LabelValue,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ActionLabels {
+    service: LabelValue,
+    action: DeadlineAction,
+}
+
+/// What a service did with a request that arrived after its caller's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadlineAction {
+    /// Answered 504 without doing the work.
+    Refused,
+    /// Did the work anyway, for a caller that had already given up.
+    Served,
+}
+
+impl DeadlineAction {
+    /// Both actions, in label order.
+    pub const ALL: [DeadlineAction; 2] = [DeadlineAction::Refused, DeadlineAction::Served];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadlineAction::Refused => "refused",
+            DeadlineAction::Served => "served",
+        }
+    }
+}
+
+impl EncodeLabelValue for DeadlineAction {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        self.as_str().encode(encoder)
+    }
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS.iter().copied())
 }
@@ -152,6 +186,7 @@ pub struct ServiceMetrics {
     retries: Family<UpstreamLabels, Counter>,
     degradation: Family<ServiceLabels, Gauge>,
     double_charges: Family<ServiceLabels, Counter>,
+    deadline_exceeded: Family<ActionLabels, Counter>,
 }
 
 fn register(
@@ -177,6 +212,7 @@ impl ServiceMetrics {
             retries: Family::default(),
             degradation: Family::default(),
             double_charges: Family::default(),
+            deadline_exceeded: Family::default(),
         };
         let defs = names::FLEET;
         register(registry, &defs[0], metrics.server_requests.clone());
@@ -188,8 +224,16 @@ impl ServiceMetrics {
         register(registry, &defs[6], metrics.retries.clone());
         register(registry, &defs[7], metrics.degradation.clone());
         register(registry, &defs[8], metrics.double_charges.clone());
-        // The degradation gauge exists from the start, so "level 0" is a sample, not a gap.
+        register(registry, &defs[9], metrics.deadline_exceeded.clone());
+        // The degradation gauge and the late-request counters exist from the start, so
+        // "level 0" and "none" are samples, not gaps.
         metrics.set_degradation_level(0);
+        for action in DeadlineAction::ALL {
+            drop(metrics.deadline_exceeded.get_or_create(&ActionLabels {
+                service: metrics.service.clone(),
+                action,
+            }));
+        }
         metrics
     }
 
@@ -311,6 +355,16 @@ impl ServiceMetrics {
                 service: self.service.clone(),
             })
             .inc_by(n);
+    }
+
+    /// Counts one request that arrived after its caller's deadline, and what was done with it.
+    pub fn deadline_exceeded(&self, action: DeadlineAction) {
+        self.deadline_exceeded
+            .get_or_create(&ActionLabels {
+                service: self.service.clone(),
+                action,
+            })
+            .inc();
     }
 
     /// Sets the service's degradation level (0 normal, 1–3 as in DESIGN.md §5).

@@ -69,6 +69,9 @@ pub const LABEL_UPSTREAM: &str = "upstream";
 pub const LABEL_OUTCOME: &str = "outcome";
 /// Label: the breaker state a transition went to (`closed`, `half_open`, `open`).
 pub const LABEL_TO: &str = "to";
+/// Label: what a service did with a request that arrived after its caller's deadline
+/// (`refused` or `served`).
+pub const LABEL_ACTION: &str = "action";
 
 // ---- fleet: server side ------------------------------------------------------------
 
@@ -100,6 +103,10 @@ pub const DEGRADATION_LEVEL: &str = "degradation_level";
 /// Charges payments accepted for an order it had already charged under another
 /// idempotency key: a customer charged twice.
 pub const DOUBLE_CHARGES_TOTAL: &str = "double_charges_total";
+/// Requests that arrived after the deadline their caller sent (`x-request-deadline`), by
+/// what the service did with them: `refused` (504 at once) or `served` (work for a caller
+/// that had already given up, such as a charge for an order its customer saw fail).
+pub const DEADLINE_EXCEEDED_TOTAL: &str = "deadline_exceeded_total";
 
 const SERVER_REQUEST_LABELS: &[&str] = &[LABEL_SERVICE, LABEL_ROUTE, LABEL_METHOD, LABEL_CODE];
 const SERVER_DURATION_LABELS: &[&str] = &[LABEL_SERVICE, LABEL_ROUTE, LABEL_METHOD];
@@ -108,6 +115,7 @@ const CLIENT_DURATION_LABELS: &[&str] = &[LABEL_SERVICE, LABEL_UPSTREAM];
 const UPSTREAM_LABELS: &[&str] = &[LABEL_SERVICE, LABEL_UPSTREAM];
 const TRANSITION_LABELS: &[&str] = &[LABEL_SERVICE, LABEL_UPSTREAM, LABEL_TO];
 const SERVICE_LABELS: &[&str] = &[LABEL_SERVICE];
+const ACTION_LABELS: &[&str] = &[LABEL_SERVICE, LABEL_ACTION];
 
 /// The fleet's metric families, as registered by [`crate::ServiceMetrics`].
 pub const FLEET: &[MetricDef] = &[
@@ -164,6 +172,12 @@ pub const FLEET: &[MetricDef] = &[
         kind: MetricKind::Counter,
         labels: SERVICE_LABELS,
         help: "Charges accepted for an order already charged under another idempotency key.",
+    },
+    MetricDef {
+        name: DEADLINE_EXCEEDED_TOTAL,
+        kind: MetricKind::Counter,
+        labels: ACTION_LABELS,
+        help: "Requests that arrived after their caller's deadline, by what was done with them.",
     },
 ];
 

@@ -14,6 +14,7 @@ use faultline_resilience::ratelimit::{Quota, RateLimiter};
 use super::{BuildError, Built, SHED_HEADER, degradation_ticker, upstream_failure, with_state};
 use crate::Service;
 use crate::config::{Policy, ServiceConfig};
+use crate::deadline::{DEADLINE_HEADER, Deadline};
 use crate::observe::Observability;
 use crate::upstream::{Upstream, UpstreamError, UpstreamPolicy};
 
@@ -22,6 +23,8 @@ const CACHE_CAPACITY: usize = 10_000;
 
 struct Gateway {
     orders: Upstream,
+    /// The budget for each call to orders, sent on as its deadline.
+    budget: Option<Duration>,
     limiter: Option<RateLimiter>,
     degradation: Option<DegradationController>,
     cache: Mutex<HashMap<String, Bytes>>,
@@ -68,6 +71,7 @@ pub fn build(config: &ServiceConfig, obs: &Observability) -> Result<Built, Build
     };
     let state = Arc::new(Gateway {
         orders: Upstream::new(Service::Orders, endpoints, policy, obs.metrics.clone())?,
+        budget,
         limiter,
         degradation,
         cache: Mutex::new(HashMap::new()),
@@ -135,6 +139,21 @@ impl Gateway {
         }
     }
 
+    /// Calls orders within the budget, which travels with the call as its deadline.
+    async fn call_orders(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<faultline_http::ClientResponse, UpstreamError> {
+        let deadline = self.budget.map(|b| Deadline::after(b).header_value());
+        let headers: Vec<(&str, &str)> = deadline
+            .iter()
+            .map(|d| (DEADLINE_HEADER, d.as_str()))
+            .collect();
+        self.orders.call(method, path, body, &headers).await
+    }
+
     fn record(&self, started: Instant, r: &Result<faultline_http::ClientResponse, UpstreamError>) {
         if let Some(ctrl) = &self.degradation {
             let result = match r {
@@ -153,8 +172,7 @@ impl Gateway {
         }
         let started = Instant::now();
         let r = self
-            .orders
-            .call(Method::Post, "/orders", Some(req.body().clone()), &[])
+            .call_orders(Method::Post, "/orders", Some(req.body().clone()))
             .await;
         self.record(started, &r);
         match r {
@@ -182,8 +200,7 @@ impl Gateway {
         }
         let started = Instant::now();
         let r = self
-            .orders
-            .call(Method::Get, &format!("/orders/{id}"), None, &[])
+            .call_orders(Method::Get, &format!("/orders/{id}"), None)
             .await;
         self.record(started, &r);
         match r {

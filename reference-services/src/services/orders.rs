@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::{BuildError, Built, degradation_ticker, parse_body, upstream_failure, with_state};
 use crate::Service;
 use crate::config::{Disabled, Policy, ServiceConfig};
+use crate::deadline::{DEADLINE_HEADER, Deadline};
 use crate::observe::Observability;
 use crate::upstream::{Upstream, UpstreamError, UpstreamPolicy};
 
@@ -183,22 +184,38 @@ impl Orders {
         }
     }
 
+    /// Calls `upstream` with the order's idempotency key, passing the caller's deadline on.
+    /// With the `deadline` policy the call ends at that deadline, and is not made at all
+    /// once it has passed.
     async fn call(
         &self,
         upstream: &Upstream,
         path: &str,
         body: Bytes,
         key: &str,
+        deadline: Option<Deadline>,
     ) -> Result<faultline_http::ClientResponse, UpstreamError> {
+        let timeout = UpstreamError::Timeout {
+            upstream: upstream.name(),
+        };
+        let left = match deadline.filter(|_| self.disabled.keeps(Policy::Deadline)) {
+            Some(d) => match d.remaining() {
+                Some(left) => Some(left),
+                None => return Err(timeout),
+            },
+            None => None,
+        };
+        let value = deadline.map(Deadline::header_value);
+        let mut headers = vec![(crate::upstream::IDEMPOTENCY_KEY, key)];
+        headers.extend(value.as_deref().map(|v| (DEADLINE_HEADER, v)));
         let started = Instant::now();
-        let r = upstream
-            .call(
-                Method::Post,
-                path,
-                Some(body),
-                &[(crate::upstream::IDEMPOTENCY_KEY, key)],
-            )
-            .await;
+        let call = upstream.call(Method::Post, path, Some(body), &headers);
+        let r = match left {
+            Some(left) => tokio::time::timeout(left, call)
+                .await
+                .unwrap_or(Err(timeout)),
+            None => call.await,
+        };
         self.record(started, &r);
         r
     }
@@ -214,11 +231,18 @@ impl Orders {
         if body.sku.is_empty() || body.sku.len() > 64 {
             return Response::error(422, "sku must be 1 to 64 characters");
         }
+        let deadline = Deadline::from_header(req.header_str(DEADLINE_HEADER));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let key = format!("order-{id}");
         let reserve = serde_json::json!({"sku": body.sku, "qty": body.qty}).to_string();
         match self
-            .call(&self.inventory, "/reserve", Bytes::from(reserve), &key)
+            .call(
+                &self.inventory,
+                "/reserve",
+                Bytes::from(reserve),
+                &key,
+                deadline,
+            )
             .await
         {
             Ok(r) if r.status() == 404 => {
@@ -236,7 +260,13 @@ impl Orders {
         let amount = body.qty * UNIT_PRICE_CENTS;
         let charge = serde_json::json!({"order_id": id, "amount_cents": amount}).to_string();
         let payment_id = match self
-            .call(&self.payments, "/charge", Bytes::from(charge), &key)
+            .call(
+                &self.payments,
+                "/charge",
+                Bytes::from(charge),
+                &key,
+                deadline,
+            )
             .await
         {
             Ok(r) if r.is_success() => match r.json::<serde_json::Value>() {
@@ -246,7 +276,7 @@ impl Orders {
             Ok(r) => return Response::error(502, &format!("payments answered {}", r.status())),
             Err(e) => return upstream_failure(&e),
         };
-        let notified = match self.notify(id, &key).await {
+        let notified = match self.notify(id, &key, deadline).await {
             Ok(n) => n,
             Err(resp) => return resp,
         };
@@ -267,7 +297,12 @@ impl Orders {
 
     /// Notifies about order `id`. While notifications are non-critical this never fails the
     /// order; without that policy a failure propagates, as naive `?` error handling would.
-    async fn notify(&self, id: u64, key: &str) -> Result<bool, Response> {
+    async fn notify(
+        &self,
+        id: u64,
+        key: &str,
+        deadline: Option<Deadline>,
+    ) -> Result<bool, Response> {
         let non_critical = self.disabled.keeps(Policy::NotifyNonCritical);
         // Shedding skips notifications at L2, except while their breaker has tripped: the
         // breaker then rejects at once by itself, and only a call reaching it lets it
@@ -287,7 +322,13 @@ impl Orders {
         }
         let msg = serde_json::json!({"order_id": id, "message": "order placed"}).to_string();
         match self
-            .call(&self.notifications, "/notify", Bytes::from(msg), key)
+            .call(
+                &self.notifications,
+                "/notify",
+                Bytes::from(msg),
+                key,
+                deadline,
+            )
             .await
         {
             Ok(r) if r.is_success() => Ok(true),

@@ -140,7 +140,7 @@ mod tests {
             (k == "FL_PAYMENTS_WORK_ROUNDS").then(|| "10".to_string())
         })
         .unwrap();
-        let app = obs.instrument(build(&config, &obs).router);
+        let app = obs.instrument(build(&config, &obs).router, true);
         let server = faultline_http::Server::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap().to_string();
         tokio::spawn(server.serve(app));
