@@ -492,6 +492,31 @@ fn http(h: &HttpFault, m: &Metrics, tol: f64) -> Judged {
             let (ok, half) = share_consistent(delayed, rest, q, tol);
             let (mean_v, mean_text, mean_rule) =
                 mean_delay(m, ms(d.delay), tol, "delayed requests");
+            // A request chosen for a delay longer than what is left of the fault is still
+            // held when the fault ends, and its delay is measured only on release. Too few
+            // released to judge the mean, with the rest still held, is a delay at least
+            // as long as the fault lasted for them: it bit, unless what was released
+            // came back off the asked size.
+            let released = m.count("delayed_chunks");
+            let held = (delayed - released).max(0.0);
+            let (mean_v, mean_text) = if held > 0.0 && released < MIN_DELAYED_CHUNKS {
+                let asked = ms(d.delay);
+                let mean = m.count("mean_added_delay_ms");
+                let off =
+                    released > 0.0 && !(asked * (1.0 - tol)..=asked * (1.0 + tol)).contains(&mean);
+                (
+                    if off {
+                        EffectVerdict::Short
+                    } else {
+                        EffectVerdict::Held
+                    },
+                    format!(
+                        "{mean_text}, {held:.0} still held when the fault ended (the mean is judged on at least {MIN_DELAYED_CHUNKS:.0} released)"
+                    ),
+                )
+            } else {
+                (mean_v, mean_text)
+            };
             verdicts.push(if delayed < 1.0 && q > 0.0 {
                 EffectVerdict::None
             } else if !ok {

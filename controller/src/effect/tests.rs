@@ -235,6 +235,38 @@ fn an_http_delay_is_judged_on_its_share_of_the_requests_not_aborted_and_its_mean
 }
 
 #[test]
+fn an_http_delay_longer_than_the_fault_bites_with_its_requests_still_held() {
+    // 2 s asked in a 2 s fault: nothing chosen is released before the fault ends.
+    let body = "      http: {delay: {delay: 2s, percent: 8%}}";
+    let held = check(
+        body,
+        "proxy",
+        &[("matched_requests", 213.0), ("delayed_requests", 18.0)],
+    );
+    assert_eq!(held.verdict, EffectVerdict::Held, "{held:?}");
+    assert!(held.measured.contains("18 still held"), "{held:?}");
+    // Released ones still have to come back at the asked size.
+    let off = check(
+        body,
+        "proxy",
+        &[
+            ("matched_requests", 213.0),
+            ("delayed_requests", 18.0),
+            ("delayed_chunks", 3.0),
+            ("mean_added_delay_ms", 5.0),
+        ],
+    );
+    assert_eq!(off.verdict, EffectVerdict::Short, "{off:?}");
+    // None chosen at all is no effect, as before.
+    let none = check(
+        body,
+        "proxy",
+        &[("matched_requests", 213.0), ("delayed_requests", 0.0)],
+    );
+    assert_eq!(none.verdict, EffectVerdict::None, "{none:?}");
+}
+
+#[test]
 fn signals_must_reach_the_target_pid_and_sigstop_must_stop_it() {
     let kill = "      process: {signal: SIGKILL}";
     assert_eq!(
