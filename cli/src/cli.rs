@@ -59,6 +59,22 @@ pub struct ValidateArgs {
     /// (use it when validating for a bigger target machine).
     #[arg(long)]
     pub no_host_check: bool,
+    /// The environment the files are meant for: `local` and `compose` run the
+    /// reference fleet, so a service name outside it is an error with the closest
+    /// name; `kubernetes` leaves service names to the cluster, which only a run sees.
+    #[arg(long = "env", value_enum, default_value_t = ValidateEnv::Local)]
+    pub env: ValidateEnv,
+}
+
+/// What `chaos validate --env` checks service names against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ValidateEnv {
+    /// The reference fleet, as `chaos run` starts it.
+    Local,
+    /// The reference fleet in docker compose.
+    Compose,
+    /// Any service: a cluster's are not known before a run.
+    Kubernetes,
 }
 
 /// Arguments of `chaos schema`.

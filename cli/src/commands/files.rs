@@ -31,14 +31,21 @@ pub struct Collection {
 }
 
 /// Validation options for this host: the CPU fault rule checks against this machine's
-/// CPUs unless `no_host_check`.
-pub fn validate_options(no_host_check: bool) -> ValidateOptions {
+/// CPUs unless `no_host_check`, and service names against the reference fleet's when
+/// `fleet` (local and compose modes run it; a Kubernetes cluster runs its own).
+pub fn validate_options(no_host_check: bool, fleet: bool) -> ValidateOptions {
     ValidateOptions {
         host_cpus: if no_host_check {
             None
         } else {
             std::thread::available_parallelism().ok().map(|n| n.get())
         },
+        services: fleet.then(|| {
+            faultline_fleet::Service::START_ORDER
+                .iter()
+                .map(|s| s.name().to_owned())
+                .collect()
+        }),
     }
 }
 
@@ -54,8 +61,16 @@ pub fn load(paths: &[PathBuf], opts: &ValidateOptions) -> Result<Collection, Inv
     };
     for file in &files {
         let name = file.display().to_string();
-        let source = std::fs::read_to_string(file)
+        let bytes = std::fs::File::open(file)
+            .and_then(faultline_spec::read_bounded)
             .map_err(|e| InvalidInput(format!("cannot read {name}: {e}")))?;
+        let source = match faultline_spec::source_text(bytes, &name) {
+            Ok(source) => source,
+            Err(diags) => {
+                out.errors.extend(diags);
+                continue;
+            }
+        };
         match faultline_spec::parse_str(&source, &name, opts) {
             Ok(experiments) => out
                 .experiments
@@ -164,14 +179,14 @@ spec:
         for f in ["a.yaml", "b.yaml"] {
             std::fs::write(dir.path().join(f), EXPERIMENT).unwrap();
         }
-        let loaded = load(&[dir.path().to_path_buf()], &validate_options(true)).unwrap();
+        let loaded = load(&[dir.path().to_path_buf()], &validate_options(true, true)).unwrap();
         assert_eq!(loaded.experiments.len(), 2);
         assert_eq!(loaded.errors.len(), 1, "{:?}", loaded.errors);
         let d = &loaded.errors[0];
         assert!(d.file.ends_with("b.yaml"), "{d}");
         assert_eq!(d.path, "metadata.name");
         assert!(d.message.contains("`same` is used 2 times"), "{d}");
-        let one = load(&[dir.path().join("a.yaml")], &validate_options(true)).unwrap();
+        let one = load(&[dir.path().join("a.yaml")], &validate_options(true, true)).unwrap();
         assert!(one.errors.is_empty(), "{:?}", one.errors);
     }
 }

@@ -41,7 +41,11 @@ struct Report {
 
 /// Validates every file and prints the result; exit 0 when all are valid, 2 otherwise.
 pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
-    let loaded = files::load(&args.paths, &files::validate_options(args.no_host_check))?;
+    let fleet = args.env != crate::cli::ValidateEnv::Kubernetes;
+    let loaded = files::load(
+        &args.paths,
+        &files::validate_options(args.no_host_check, fleet),
+    )?;
     let report = Report {
         valid: loaded.errors.is_empty(),
         files: loaded.files,

@@ -814,3 +814,12 @@ async fn pod_kill_deletes_the_pod_with_zero_grace_and_a_uid_precondition() {
     assert_eq!(log[0].body["gracePeriodSeconds"], 0);
     assert_eq!(log[0].body["preconditions"]["uid"], "uid-1");
 }
+
+#[test]
+fn a_resource_too_large_for_an_experiment_is_refused_by_the_file_parser() {
+    let mut exp = experiment(true, None);
+    assert!(to_checked(&object(&exp)).is_ok());
+    exp["spec"]["description"] = json!("x".repeat(faultline_spec::MAX_SOURCE_BYTES));
+    let err = to_checked(&object(&exp)).unwrap_err();
+    assert!(err.contains("larger than 4 MiB"), "{err}");
+}

@@ -79,7 +79,8 @@ impl DirSource {
             let path = entry?.path();
             let is_yaml = path.extension().is_some_and(|x| x == "yaml" || x == "yml");
             if is_yaml && path.is_file() {
-                seen.insert(path.clone(), std::fs::read(&path)?);
+                let bytes = std::fs::File::open(&path).and_then(faultline_spec::read_bounded)?;
+                seen.insert(path.clone(), bytes);
             }
         }
         let mut changed = seen.len() != self.files.len();
@@ -93,9 +94,10 @@ impl DirSource {
                 continue;
             }
             changed = true;
-            let parsed = match std::str::from_utf8(&bytes) {
-                Ok(text) => (self.parse)(text, &path),
-                Err(e) => Err(format!("not UTF-8: {e}")),
+            let name = path.display().to_string();
+            let parsed = match faultline_spec::source_text(bytes.clone(), &name) {
+                Ok(text) => (self.parse)(&text, &path),
+                Err(diags) => Err(diags.to_string()),
             };
             let exps = match parsed {
                 Ok(exps) => {

@@ -21,7 +21,10 @@ fn generated_file(n: usize) -> String {
 
 fn bench(c: &mut Criterion) {
     let source = generated_file(1000);
-    let opts = ValidateOptions { host_cpus: Some(2) };
+    let opts = ValidateOptions {
+        host_cpus: Some(2),
+        ..Default::default()
+    };
     // Fail loudly rather than benchmark the error path.
     let parsed = parse_str(&source, "generated.yaml", &opts).expect("generated file is valid");
     assert_eq!(parsed.len(), 1000);

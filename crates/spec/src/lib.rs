@@ -41,9 +41,51 @@ pub use validate::{
     MAX_LOAD_CONNECTIONS, ValidateOptions, default_max_connections, is_dns_label,
 };
 pub use wire::WireError;
+pub use yaml::{MAX_DEPTH, MAX_NODES, MAX_SOURCE_BYTES};
 
 use crate::diagnostic::{Path, Problems};
 use crate::yaml::{Node, Pos};
+
+/// Reads an experiment file's bytes from `reader`, but never more than
+/// [`MAX_SOURCE_BYTES`] + 1: enough for [`parse_str`] to refuse an oversized file
+/// with a located error, without first holding all of a huge one in memory.
+pub fn read_bounded(reader: impl std::io::Read) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_SOURCE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Turns bytes from [`read_bounded`] into the text [`parse_str`] takes. An oversized
+/// file (cut short by the bounded read, so possibly mid-character) or one that is not
+/// UTF-8 is a located diagnostic.
+pub fn source_text(bytes: Vec<u8>, file_name: &str) -> Result<String, Diagnostics> {
+    let refuse = |line: usize, message: String| {
+        Diagnostics(vec![Diagnostic {
+            file: file_name.to_owned(),
+            line,
+            column: 1,
+            path: String::new(),
+            message,
+        }])
+    };
+    if bytes.len() > MAX_SOURCE_BYTES {
+        return Err(refuse(1, yaml::too_large()));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = 1 + valid.iter().filter(|b| **b == b'\n').count();
+        refuse(
+            line,
+            format!(
+                "the file is not UTF-8 (invalid byte at offset {})",
+                valid.len()
+            ),
+        )
+    })
+}
 
 /// Parses and validates every experiment in a YAML file (documents separated by `---`).
 ///

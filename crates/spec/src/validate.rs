@@ -23,7 +23,17 @@ pub struct ValidateOptions {
     /// CPUs this host can give (`std::thread::available_parallelism`). When set, a CPU
     /// fault asking for more (`load × workers`) is rejected.
     pub host_cpus: Option<usize>,
+    /// The services an experiment may name (fault targets, the load target, SLO and
+    /// abort services), when the environment's set is known: the reference fleet's in
+    /// local and compose modes. `None` in Kubernetes, where a service is whatever
+    /// `app.kubernetes.io/name` the cluster runs, so only the run can tell.
+    pub services: Option<Vec<String>>,
 }
+
+/// The highest load rate, 100,000 requests/s: several times what one open-loop
+/// generator paces on a small host (docs/performance.md), so anything above it is a
+/// typo or an overflow, not a plan.
+pub const MAX_LOAD_RATE: f64 = 100_000.0;
 
 /// Default evaluation window of SLOs and abort conditions.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
@@ -220,6 +230,9 @@ fn spec(
     path: &Path,
 ) -> Option<model::ExperimentSpec> {
     let before = p.0.len();
+    if let Some(known) = &opts.services {
+        unknown_services(s, known, p, path);
+    }
     let duration = positive_duration(p, &path.key("duration"), s.duration.as_str());
 
     let schedule = schedule(s, p, path);
@@ -528,7 +541,19 @@ fn load(l: &raw::Load, p: &mut Problems, path: &Path) -> Option<model::Load> {
         }
         LoadTarget::Service(l.target.clone())
     };
-    let rate = unit::<Rate>(p, &path.key("rate"), l.rate.as_str());
+    let rate = unit::<Rate>(p, &path.key("rate"), l.rate.as_str()).filter(|r| {
+        let ok = r.as_per_second() <= MAX_LOAD_RATE;
+        if !ok {
+            p.push(
+                &path.key("rate"),
+                format!(
+                    "expected at most {MAX_LOAD_RATE}/s, found `{}`: one load generator cannot pace more",
+                    l.rate.as_str()
+                ),
+            );
+        }
+        ok
+    });
     let connections = l.connections.unwrap_or(DEFAULT_CONNECTIONS);
     if connections == 0 {
         p.push(
@@ -1045,6 +1070,74 @@ struct SloFields<'a> {
     max: Option<f64>,
     min: Option<f64>,
     source: Option<SloSource>,
+}
+
+/// Reports every service name in `s` that is not one of `known`, with the closest
+/// known name when there is one.
+fn unknown_services(s: &raw::ExperimentSpec, known: &[String], p: &mut Problems, path: &Path) {
+    let mut named: Vec<(Path, &str)> = Vec::new();
+    if let Some(l) = s.load.as_ref().and_then(|l| l.get())
+        && !l.target.contains("://")
+    {
+        named.push((path.key("load").key("target"), &l.target));
+    }
+    for (i, f) in s.faults.iter().enumerate() {
+        let Some(f) = f.get() else { continue };
+        let fpath = path.key("faults").index(i);
+        if let Some(service) = f.target.service.as_deref() {
+            named.push((fpath.key("target").key("service"), service));
+        }
+        // Partition and other network peers name services too (CIDRs aside).
+        for (j, peer) in f.network.iter().flat_map(|n| n.peers.iter().enumerate()) {
+            if is_dns_label(peer) {
+                let at = fpath.key("network").key("peers").index(j);
+                named.push((at, peer));
+            }
+        }
+    }
+    let slo_kinds = s
+        .slos
+        .iter()
+        .filter_map(|s| s.get())
+        .map(|s| (&s.error_rate, &s.latency, &s.throughput));
+    let abort_kinds = s
+        .abort
+        .iter()
+        .filter_map(|a| a.get())
+        .map(|a| (&a.error_rate, &a.latency, &a.throughput));
+    for (section, kinds) in [
+        ("slos", slo_kinds.collect::<Vec<_>>()),
+        ("abort", abort_kinds.collect()),
+    ] {
+        for (i, (error_rate, latency, throughput)) in kinds.into_iter().enumerate() {
+            let at = |kind: &str| path.key(section).index(i).key(kind).key("service");
+            if let Some(e) = error_rate {
+                named.push((at("errorRate"), &e.service));
+            }
+            if let Some(l) = latency {
+                named.push((at("latency"), &l.service));
+            }
+            if let Some(t) = throughput {
+                named.push((at("throughput"), &t.service));
+            }
+        }
+    }
+    for (at, name) in named {
+        if known.iter().any(|k| k == name) {
+            continue;
+        }
+        let hint = crate::diagnostic::did_you_mean(name, known.iter().map(String::as_str))
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        let names: Vec<&str> = known.iter().map(String::as_str).collect();
+        p.push(
+            &at,
+            format!(
+                "unknown service `{name}`{hint}: this environment runs {}",
+                all_of(&names)
+            ),
+        );
+    }
 }
 
 fn service_rule(p: &mut Problems, path: &Path, service: &str) -> bool {

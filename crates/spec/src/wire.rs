@@ -528,7 +528,10 @@ mod tests {
 
     #[test]
     fn agent_refuses_cpu_load_its_host_cannot_give() {
-        let opts = ValidateOptions { host_cpus: Some(1) };
+        let opts = ValidateOptions {
+            host_cpus: Some(1),
+            ..Default::default()
+        };
         let e =
             FaultRequest::from_json_with(&body(r#"{"cpu": {"load": "80%", "workers": 2}}"#), &opts)
                 .unwrap_err();

@@ -8,6 +8,19 @@ use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
 
+/// The most bytes a YAML text may have: an experiment file is a few KiB, a suite of a
+/// hundred experiments a few hundred. Readers stop reading past it (`read_bounded`).
+pub const MAX_SOURCE_BYTES: usize = 4 << 20;
+
+/// The deepest nesting of sequences and mappings: an experiment nests about 8 levels.
+pub const MAX_DEPTH: usize = 64;
+
+/// The most nodes (scalars, sequences, mappings) a YAML text may hold, each alias
+/// counted at the size of what it expands to: a shipped experiment has 40-120, a
+/// hundred-experiment suite about 10,000. It bounds "billion laughs" alias bombs, whose
+/// expansion doubles or tenfolds with every level, to a few MB and milliseconds.
+pub const MAX_NODES: usize = 100_000;
+
 /// Where a node starts: 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Pos {
@@ -90,9 +103,67 @@ enum Frame {
     Map(Pos, usize, Vec<(Key, Node)>, Option<Key>),
 }
 
+/// Counts the nodes a stream builds, aliases at their expanded size, against
+/// [`MAX_NODES`].
+#[derive(Default)]
+struct Budget {
+    nodes: usize,
+    /// The node count when each open collection started, innermost last.
+    starts: Vec<usize>,
+    /// The expanded size of each anchored node, by anchor id.
+    anchored: HashMap<usize, usize>,
+}
+
+impl Budget {
+    fn spend(&mut self, n: usize, pos: Pos) -> Result<(), SyntaxError> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            return Err(SyntaxError {
+                pos,
+                message: format!(
+                    "YAML expands to more than {MAX_NODES} values here (aliases count at the size of what they repeat): an experiment file needs a few hundred; is this an alias bomb?"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, pos: Pos) -> Result<(), SyntaxError> {
+        if self.starts.len() >= MAX_DEPTH {
+            return Err(SyntaxError {
+                pos,
+                message: format!(
+                    "YAML nests deeper than {MAX_DEPTH} levels: an experiment needs about 8"
+                ),
+            });
+        }
+        self.spend(1, pos)?;
+        self.starts.push(self.nodes - 1);
+        Ok(())
+    }
+
+    /// Closes the innermost collection, remembering its size under its anchor (0: none).
+    fn closed(&mut self, anchor: usize) {
+        let size = self.starts.pop().map_or(1, |start| self.nodes - start);
+        if anchor != 0 {
+            self.anchored.insert(anchor, size);
+        }
+    }
+}
+
 /// Loads every document of a YAML stream. A syntax error stops loading: the
 /// documents before it are returned with the error.
 pub(crate) fn load(source: &str) -> (Vec<Document>, Option<SyntaxError>) {
+    if source.len() > MAX_SOURCE_BYTES {
+        return (
+            Vec::new(),
+            Some(SyntaxError {
+                pos: Pos { line: 1, column: 1 },
+                message: too_large(),
+            }),
+        );
+    }
+    let mut budget = Budget::default();
     let mut parser = Parser::new_from_str(source);
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
@@ -114,6 +185,7 @@ pub(crate) fn load(source: &str) -> (Vec<Document>, Option<SyntaxError>) {
                     problems: Vec::new(),
                 });
                 anchors.clear();
+                budget.anchored.clear();
                 None
             }
             Event::DocumentEnd => {
@@ -123,13 +195,19 @@ pub(crate) fn load(source: &str) -> (Vec<Document>, Option<SyntaxError>) {
                 None
             }
             Event::Alias(id) => match anchors.get(&id) {
-                Some(node) => Some((
-                    Node {
-                        pos,
-                        value: node.value.clone(),
-                    },
-                    0,
-                )),
+                Some(node) => {
+                    let size = budget.anchored.get(&id).copied().unwrap_or(1);
+                    if let Err(e) = budget.spend(size, pos) {
+                        return (docs, Some(e));
+                    }
+                    Some((
+                        Node {
+                            pos,
+                            value: node.value.clone(),
+                        },
+                        0,
+                    ))
+                }
                 None => {
                     return (
                         docs,
@@ -141,6 +219,12 @@ pub(crate) fn load(source: &str) -> (Vec<Document>, Option<SyntaxError>) {
                 }
             },
             Event::Scalar(text, style, anchor, tag) => {
+                if let Err(e) = budget.spend(1, pos) {
+                    return (docs, Some(e));
+                }
+                if anchor != 0 {
+                    budget.anchored.insert(anchor, 1);
+                }
                 let forced_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
                 let scalar = if style == ScalarStyle::Plain && !forced_str {
                     resolve_plain(&text)
@@ -156,31 +240,43 @@ pub(crate) fn load(source: &str) -> (Vec<Document>, Option<SyntaxError>) {
                 ))
             }
             Event::SequenceStart(anchor, _) => {
+                if let Err(e) = budget.open(pos) {
+                    return (docs, Some(e));
+                }
                 stack.push(Frame::Seq(pos, anchor, Vec::new()));
                 None
             }
             Event::MappingStart(anchor, _) => {
+                if let Err(e) = budget.open(pos) {
+                    return (docs, Some(e));
+                }
                 stack.push(Frame::Map(pos, anchor, Vec::new(), None));
                 None
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq(pos, anchor, items)) => Some((
-                    Node {
-                        pos,
-                        value: Value::Seq(items),
-                    },
-                    anchor,
-                )),
+                Some(Frame::Seq(pos, anchor, items)) => {
+                    budget.closed(anchor);
+                    Some((
+                        Node {
+                            pos,
+                            value: Value::Seq(items),
+                        },
+                        anchor,
+                    ))
+                }
                 _ => None,
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map(pos, anchor, entries, _)) => Some((
-                    Node {
-                        pos,
-                        value: Value::Map(merge_keys(entries)),
-                    },
-                    anchor,
-                )),
+                Some(Frame::Map(pos, anchor, entries, _)) => {
+                    budget.closed(anchor);
+                    Some((
+                        Node {
+                            pos,
+                            value: Value::Map(merge_keys(entries)),
+                        },
+                        anchor,
+                    ))
+                }
                 _ => None,
             },
         };
@@ -226,6 +322,14 @@ pub(crate) fn load(source: &str) -> (Vec<Document>, Option<SyntaxError>) {
         docs.push(doc);
     }
     (docs, None)
+}
+
+/// The message for a text over [`MAX_SOURCE_BYTES`].
+pub(crate) fn too_large() -> String {
+    format!(
+        "the file is larger than {} MiB: an experiment file is a few KiB",
+        MAX_SOURCE_BYTES >> 20
+    )
 }
 
 /// Applies YAML merge keys (`<<: *defaults`, or a list of aliases): the merged
@@ -414,6 +518,55 @@ mod tests {
             json["slo"],
             serde_json::json!({"window": "30s", "source": "client"})
         );
+    }
+
+    /// A "billion laughs" file: each level a list of ten aliases of the one before.
+    fn laughs(levels: usize) -> String {
+        let mut s = String::from("a0: &a0 [lol]\n");
+        for i in 1..=levels {
+            let prev = format!("*a{}", i - 1);
+            s += &format!("a{i}: &a{i} [{}]\n", [prev.as_str(); 10].join(", "));
+        }
+        s
+    }
+
+    #[test]
+    fn alias_bombs_stop_at_the_node_budget_with_a_located_error() {
+        // 10^4 values expand fine; 10^5 and beyond do not, however deep the bomb.
+        let (docs, err) = load(&laughs(3));
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(docs.len(), 1);
+        for levels in [5, 8, 20] {
+            let (_, err) = load(&laughs(levels));
+            let err = err.expect("refused");
+            assert!(err.message.contains("alias bomb"), "{}", err.message);
+            assert_eq!(err.pos.line, 6, "at the alias that crosses the budget");
+        }
+    }
+
+    #[test]
+    fn nesting_and_size_are_bounded() {
+        // Block nesting (`- - - ...`) reaches our depth check; flow nesting (`[[[...`)
+        // is refused by the scanner itself past 255 levels, before it builds anything.
+        let deep = "- ".repeat(50_000) + "x\n";
+        let (_, err) = load(&deep);
+        let err = err.expect("refused");
+        assert!(err.message.contains("deeper than 64"), "{}", err.message);
+        assert_eq!(
+            err.pos,
+            Pos {
+                line: 1,
+                column: 129
+            }
+        );
+        let flow = "[".repeat(50_000) + &"]".repeat(50_000);
+        assert!(load(&flow).1.is_some());
+        let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(load(&ok).1.is_none());
+
+        let big = format!("a: {}\n", "x".repeat(MAX_SOURCE_BYTES));
+        let (_, err) = load(&big);
+        assert!(err.expect("refused").message.contains("larger than 4 MiB"));
     }
 
     #[test]

@@ -296,9 +296,27 @@ fn errors_in_later_documents_carry_their_own_line() {
 #[test]
 fn cpu_load_is_checked_against_the_host_only_when_the_caller_gives_it() {
     let text = "apiVersion: faultline.dev/v1alpha1\nkind: Experiment\nmetadata: {name: x}\nspec:\n  duration: 10s\n  faults:\n    - name: burn\n      target: {service: payments}\n      duration: 5s\n      cpu: {load: 75%, workers: 4}\n";
-    assert!(parse_str(text, "x.yaml", &ValidateOptions { host_cpus: Some(3) }).is_ok());
+    assert!(
+        parse_str(
+            text,
+            "x.yaml",
+            &ValidateOptions {
+                host_cpus: Some(3),
+                ..Default::default()
+            }
+        )
+        .is_ok()
+    );
     assert!(parse_str(text, "x.yaml", &ValidateOptions::default()).is_ok());
-    let d = parse_str(text, "x.yaml", &ValidateOptions { host_cpus: Some(2) }).unwrap_err();
+    let d = parse_str(
+        text,
+        "x.yaml",
+        &ValidateOptions {
+            host_cpus: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert!(
         d.to_string()
             .contains("needs 3.00 CPUs, but this host can give 2"),
@@ -309,7 +327,10 @@ fn cpu_load_is_checked_against_the_host_only_when_the_caller_gives_it() {
 #[test]
 fn truncated_or_garbled_files_give_diagnostics_never_panics() {
     let text = std::fs::read_to_string(common::experiments_dir().join("quickstart.yaml")).unwrap();
-    let opts = ValidateOptions { host_cpus: Some(1) };
+    let opts = ValidateOptions {
+        host_cpus: Some(1),
+        ..Default::default()
+    };
     let boundaries: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
     for &end in &boundaries {
         if let Err(d) = parse_str(&text[..end], "cut.yaml", &opts) {

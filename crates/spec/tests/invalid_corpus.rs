@@ -26,7 +26,18 @@ fn corpus_holds_at_least_25_invalid_experiments() {
 #[test]
 fn every_invalid_experiment_gives_its_expected_specific_messages() {
     // A fixed host size keeps the CPU rule independent of the machine running the tests.
-    let opts = ValidateOptions { host_cpus: Some(4) };
+    // The reference fleet's names, as local and compose modes check them.
+    let services = [
+        "gateway",
+        "orders",
+        "inventory",
+        "payments",
+        "notifications",
+    ];
+    let opts = ValidateOptions {
+        host_cpus: Some(4),
+        services: Some(services.map(str::to_owned).to_vec()),
+    };
     let update = std::env::var_os("UPDATE_EXPECTED").is_some();
     let mut failures = Vec::new();
     for file in corpus() {

@@ -106,7 +106,13 @@ fn parse_set_env(items: &[String]) -> Result<Vec<(String, String)>, InvalidInput
 /// Reads and validates every file, plans every experiment, then runs them in order;
 /// see the module docs for the exit codes.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let loaded = files::load(&args.paths, &files::validate_options(false))?;
+    let placed = std::env::var_os(TARGETS_ENV).map(PathBuf::from);
+    // Local and compose modes run the reference fleet, so its names are the only ones;
+    // placed (Kubernetes) runs name the cluster's services.
+    let loaded = files::load(
+        &args.paths,
+        &files::validate_options(false, placed.is_none()),
+    )?;
     if !loaded.errors.is_empty() {
         for d in &loaded.errors {
             eprintln!("{d}");
@@ -123,7 +129,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let fleet_env = parse_set_env(&args.set_env)?;
     faultline_fleet::config::check_overrides(&fleet_env)
         .map_err(|e| InvalidInput(format!("the fleet's environment: {e}")))?;
-    let placed = std::env::var_os(TARGETS_ENV).map(PathBuf::from);
     if placed.is_some() && loaded.experiments.len() > 1 {
         return Err(InvalidInput(format!(
             "{TARGETS_ENV} places the targets of one experiment; run one experiment with it"
