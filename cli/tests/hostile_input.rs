@@ -40,8 +40,8 @@ fn hostile_files(dir: &Path) -> Vec<(PathBuf, &'static str, &'static str)> {
         .set_len(100 << 20)
         .unwrap();
     vec![
-        (write("laughs-8.yaml", laughs(8)), "6:", "alias bomb"),
-        (write("laughs-20.yaml", laughs(20)), "6:", "alias bomb"),
+        (write("laughs-8.yaml", laughs(8)), "7:", "alias bomb"),
+        (write("laughs-20.yaml", laughs(20)), "7:", "alias bomb"),
         (
             write("deep.yaml", "- ".repeat(50_000) + "x\n"),
             "1:129",
