@@ -196,20 +196,39 @@ fn ms(d: faultline_spec::Duration) -> f64 {
 }
 
 /// A mean added delay over enough delayed chunks, within `±tol` of `asked_ms`.
-fn mean_delay(m: &Metrics, asked_ms: f64, tol: f64, what: &str) -> (EffectVerdict, String, String) {
+/// Judges the mean added delay over the `delayed_chunks` released. `still_held` were
+/// chosen for a delay but not yet released when the fault ended (a delay longer than
+/// what was left of it): they were delayed at least that long, so with fewer than
+/// [`MIN_DELAYED_CHUNKS`] released the mean is not judged, though what was released
+/// must still be on size.
+fn mean_delay(
+    m: &Metrics,
+    asked_ms: f64,
+    tol: f64,
+    what: &str,
+    still_held: f64,
+) -> (EffectVerdict, String, String) {
     let n = m.count("delayed_chunks");
     let mean = m.count("mean_added_delay_ms");
     let (lo, hi) = (asked_ms * (1.0 - tol), asked_ms * (1.0 + tol));
-    let verdict = if n == 0.0 {
+    let off = n > 0.0 && (mean < lo || mean > hi);
+    let verdict = if n == 0.0 && still_held == 0.0 {
         EffectVerdict::None
-    } else if n < MIN_DELAYED_CHUNKS || mean < lo || mean > hi {
+    } else if off || (n < MIN_DELAYED_CHUNKS && still_held == 0.0) {
         EffectVerdict::Short
     } else {
         EffectVerdict::Held
     };
+    let held = if still_held > 0.0 {
+        format!(
+            ", {still_held:.0} still held when the fault ended (the mean is judged on at least {MIN_DELAYED_CHUNKS:.0} released)"
+        )
+    } else {
+        String::new()
+    };
     (
         verdict,
-        format!("mean added delay {mean:.1} ms over {n:.0} {what}"),
+        format!("mean added delay {mean:.1} ms over {n:.0} {what}{held}"),
         format!(
             "mean {lo:.1}-{hi:.1} ms over at least {MIN_DELAYED_CHUNKS:.0} {what} (tolerance {:.0}%)",
             tol * 100.0
@@ -228,7 +247,7 @@ fn network(action: &NetworkAction, backend: &str, m: &Metrics, tol: f64) -> Judg
     };
     match (action, backend) {
         (NetworkAction::Latency(l), _) if proxy => {
-            let (v, measured, rule) = mean_delay(m, ms(l.delay), tol, "delayed chunks");
+            let (v, measured, rule) = mean_delay(m, ms(l.delay), tol, "delayed chunks", 0.0);
             (v, asked, measured, rule)
         }
         (NetworkAction::Loss(_) | NetworkAction::Reset(_) | NetworkAction::Partition(_), _)
@@ -490,33 +509,9 @@ fn http(h: &HttpFault, m: &Metrics, tol: f64) -> Judged {
         measured.push(format!("{delayed:.0} delayed"));
         if rest >= 1.0 {
             let (ok, half) = share_consistent(delayed, rest, q, tol);
+            let still_held = (delayed - m.count("delayed_chunks")).max(0.0);
             let (mean_v, mean_text, mean_rule) =
-                mean_delay(m, ms(d.delay), tol, "delayed requests");
-            // A request chosen for a delay longer than what is left of the fault is still
-            // held when the fault ends, and its delay is measured only on release. Too few
-            // released to judge the mean, with the rest still held, is a delay at least
-            // as long as the fault lasted for them: it bit, unless what was released
-            // came back off the asked size.
-            let released = m.count("delayed_chunks");
-            let held = (delayed - released).max(0.0);
-            let (mean_v, mean_text) = if held > 0.0 && released < MIN_DELAYED_CHUNKS {
-                let asked = ms(d.delay);
-                let mean = m.count("mean_added_delay_ms");
-                let off =
-                    released > 0.0 && !(asked * (1.0 - tol)..=asked * (1.0 + tol)).contains(&mean);
-                (
-                    if off {
-                        EffectVerdict::Short
-                    } else {
-                        EffectVerdict::Held
-                    },
-                    format!(
-                        "{mean_text}, {held:.0} still held when the fault ended (the mean is judged on at least {MIN_DELAYED_CHUNKS:.0} released)"
-                    ),
-                )
-            } else {
-                (mean_v, mean_text)
-            };
+                mean_delay(m, ms(d.delay), tol, "delayed requests", still_held);
             verdicts.push(if delayed < 1.0 && q > 0.0 {
                 EffectVerdict::None
             } else if !ok {
