@@ -255,9 +255,24 @@ impl Upstream {
         body: Option<Bytes>,
         headers: &[(&str, &str)],
     ) -> Result<Reply, UpstreamError> {
+        self.call_until(None, method, path, body, headers).await
+    }
+
+    /// [`Upstream::call`] that also ends at `until`, the caller's deadline, through the
+    /// stack's deadline (no backoff past it, each attempt cut at it, the breaker told);
+    /// one already passed makes no call and is a timeout.
+    pub async fn call_until(
+        &self,
+        until: Option<tokio::time::Instant>,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, UpstreamError> {
         let once = || self.attempt(method, path, body.clone(), headers);
         self.stack
-            .call_with(
+            .call_until(
+                until,
                 once,
                 |r: &Result<Reply, UpstreamError>| match r {
                     Ok(_) => Outcome::Success,

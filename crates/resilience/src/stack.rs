@@ -105,6 +105,26 @@ impl Stack {
     /// whatever it says.
     pub async fn call_with<F, Fut, T, E, C, P>(
         &self,
+        f: F,
+        classify: C,
+        retry_on: P,
+    ) -> Result<T, Error<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: Fn(&Result<T, E>) -> Outcome,
+        P: FnMut(&Result<T, Error<E>>) -> RetryDecision,
+    {
+        self.call_until(None, f, classify, retry_on).await
+    }
+
+    /// [`Stack::call_with`] under the caller's deadline too (one propagated from upstream):
+    /// the call ends at `until` or at the stack's own deadline, whichever comes first, with
+    /// the same semantics (no backoff past it, each attempt cut at it, the breaker told).
+    /// A deadline already passed fails with [`Error::DeadlineExceeded`] without a call.
+    pub async fn call_until<F, Fut, T, E, C, P>(
+        &self,
+        until: Option<Instant>,
         mut f: F,
         classify: C,
         mut retry_on: P,
@@ -124,7 +144,11 @@ impl Stack {
             Some(b) => Some(b.acquire().await?),
             None => None,
         };
-        let deadline = self.deadline.map(|d| Instant::now() + d);
+        let own = self.deadline.map(|d| Instant::now() + d);
+        let deadline = match (own, until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let classify = &classify;
         match &self.retry {
             None => self.attempt(&mut f, classify, deadline).await,

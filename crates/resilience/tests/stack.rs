@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use faultline_resilience::breaker::{CircuitBreaker, State};
+use faultline_resilience::breaker::{CircuitBreaker, Outcome, State};
 use faultline_resilience::bulkhead::Bulkhead;
 use faultline_resilience::clock::Clock;
 use faultline_resilience::ratelimit::{Quota, RateLimiter};
@@ -112,6 +112,66 @@ async fn deadline_bounds_the_whole_call_including_retries() {
     // 200ms timeout, 100ms backoff, then the second attempt is cut by the deadline at 450ms.
     assert_eq!(r, Err(Error::DeadlineExceeded));
     assert_eq!(start.elapsed(), ms(450));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_callers_earlier_deadline_cuts_the_call_and_the_breaker_counts_it() {
+    let b = breaker(1);
+    let stack = |b: Option<CircuitBreaker>| {
+        let s = Stack::new().deadline(ms(450)).unwrap().retry(retry(10));
+        let s = match b {
+            Some(b) => s.breaker(b),
+            None => s,
+        };
+        s.attempt_timeout(ms(200)).unwrap()
+    };
+    let hang = || async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok::<(), ()>(())
+    };
+    let classify = |r: &Result<(), ()>| {
+        if r.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        }
+    };
+    let start = Instant::now();
+    let r = stack(Some(b.clone()))
+        .call_until(Some(start + ms(250)), hang, classify, default_retry_on)
+        .await;
+    // 200ms timeout, then a 100ms backoff would end past 250ms: no second attempt, and
+    // the first attempt's timeout is the answer.
+    assert_eq!(r, Err(Error::Timeout(ms(200))));
+    assert_eq!(start.elapsed(), ms(200));
+    assert_eq!(
+        b.state(),
+        State::Open,
+        "the cut attempt was a breaker failure"
+    );
+    // The stack's own deadline still applies when the caller's is later.
+    let start = Instant::now();
+    let r = stack(None)
+        .call_until(Some(start + ms(5000)), hang, classify, default_retry_on)
+        .await;
+    assert_eq!(r, Err(Error::DeadlineExceeded));
+    assert_eq!(start.elapsed(), ms(450));
+    // A deadline already passed makes no call at all.
+    let calls = AtomicU32::new(0);
+    let stack = Stack::new();
+    let r = stack
+        .call_until(
+            Some(Instant::now()),
+            || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<(), ()>(()) }
+            },
+            |_: &Result<(), ()>| Outcome::Success,
+            default_retry_on,
+        )
+        .await;
+    assert_eq!(r, Err(Error::DeadlineExceeded));
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test(start_paused = true)]

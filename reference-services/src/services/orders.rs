@@ -185,8 +185,8 @@ impl Orders {
     }
 
     /// Calls `upstream` with the order's idempotency key, passing the caller's deadline on.
-    /// With the `deadline` policy the call ends at that deadline, and is not made at all
-    /// once it has passed.
+    /// With the `deadline` policy the call ends at that deadline (through the upstream's
+    /// policy stack), and is not made at all once it has passed.
     async fn call(
         &self,
         upstream: &Upstream,
@@ -195,27 +195,16 @@ impl Orders {
         key: &str,
         deadline: Option<Deadline>,
     ) -> Result<faultline_http::ClientResponse, UpstreamError> {
-        let timeout = UpstreamError::Timeout {
-            upstream: upstream.name(),
-        };
-        let left = match deadline.filter(|_| self.disabled.keeps(Policy::Deadline)) {
-            Some(d) => match d.remaining() {
-                Some(left) => Some(left),
-                None => return Err(timeout),
-            },
-            None => None,
-        };
+        let until = deadline
+            .filter(|_| self.disabled.keeps(Policy::Deadline))
+            .map(|d| tokio::time::Instant::now() + d.remaining().unwrap_or_default());
         let value = deadline.map(Deadline::header_value);
         let mut headers = vec![(crate::upstream::IDEMPOTENCY_KEY, key)];
         headers.extend(value.as_deref().map(|v| (DEADLINE_HEADER, v)));
         let started = Instant::now();
-        let call = upstream.call(Method::Post, path, Some(body), &headers);
-        let r = match left {
-            Some(left) => tokio::time::timeout(left, call)
-                .await
-                .unwrap_or(Err(timeout)),
-            None => call.await,
-        };
+        let r = upstream
+            .call_until(until, Method::Post, path, Some(body), &headers)
+            .await;
         self.record(started, &r);
         r
     }
