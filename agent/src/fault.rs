@@ -21,6 +21,9 @@ pub enum FaultError {
     /// The target does not exist (any more).
     #[error("target not found: {0}")]
     TargetNotFound(String),
+    /// The target is one the agent never touches ([`crate::protect`]).
+    #[error("protected target: {0}")]
+    Protected(String),
     /// The host refused the change.
     #[error("{what}: {source}")]
     Io {

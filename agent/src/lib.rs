@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod netns;
 pub mod nft;
 pub mod process;
+pub mod protect;
 pub mod proxy;
 pub mod redirect;
 pub mod stress;

@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use faultline_spec::wire::{
     Capabilities, FaultId, FaultPhase, FaultRequest, FaultState, Lease, ObservedEffect,
+    ResolvedTarget,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::fault::{self, ActiveFault, FaultError};
 use crate::journal::{self, Journal, JournalError, Record, RevertRecord};
 use crate::metrics::Metrics;
+use crate::protect::Protection;
 use crate::proxy::{ProxyError, ProxyInfo, ProxyRegistry};
 
 /// How many finished faults are remembered for idempotent apply and revert.
@@ -67,6 +69,7 @@ impl AgentError {
             AgentError::Fault(FaultError::Invalid(_)) | AgentError::ZeroTtl => (422, "invalid"),
             AgentError::Fault(FaultError::Unsupported(_)) => (422, "unsupported"),
             AgentError::Fault(FaultError::TargetNotFound(_)) => (422, "target_not_found"),
+            AgentError::Fault(FaultError::Protected(_)) => (403, "protected"),
             AgentError::Fault(FaultError::Io { .. }) => (500, "apply_failed"),
             AgentError::NotFound(_) => (404, "not_found"),
             AgentError::NotActive { .. } => (409, "not_active"),
@@ -88,6 +91,8 @@ pub struct AgentConfig {
     pub state_dir: Option<PathBuf>,
     /// Address proxies listen on (port 0).
     pub proxy_bind: IpAddr,
+    /// What no request may touch.
+    pub protection: Protection,
 }
 
 impl Default for AgentConfig {
@@ -95,6 +100,7 @@ impl Default for AgentConfig {
         Self {
             state_dir: None,
             proxy_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            protection: Protection::default(),
         }
     }
 }
@@ -157,6 +163,7 @@ struct Inner {
     journal: Option<Mutex<Journal>>,
     proxies: ProxyRegistry,
     capabilities: Capabilities,
+    protection: Protection,
     metrics: Metrics,
     cancel: CancellationToken,
 }
@@ -220,6 +227,7 @@ impl Agent {
                 capabilities: tokio::task::spawn_blocking(crate::capabilities::probe)
                     .await
                     .expect("capability probe does not panic"),
+                protection: config.protection,
                 metrics: Metrics::default(),
                 cancel: CancellationToken::new(),
             }),
@@ -289,6 +297,7 @@ impl Agent {
         let req = request.clone();
         let applied = tokio::task::spawn_blocking(move || -> Result<_, AgentError> {
             let backend = prepared.backend();
+            guard(&inner.protection, &req.target)?;
             let revert = prepared.revert_record(&req.target)?;
             // The record is on disk before the host is touched.
             if let Some(j) = &inner.journal {
@@ -386,7 +395,9 @@ impl Agent {
         };
         let prepared = fault::build(request, &ctx)?;
         let target = request.target.clone();
+        let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || -> Result<_, AgentError> {
+            guard(&inner.protection, &target)?;
             prepared.revert_record(&target)?;
             prepared.check(&target)?;
             Ok(prepared.backend())
@@ -517,6 +528,15 @@ impl Agent {
 }
 
 /// The request a state was applied with (for idempotency checks).
+/// Refuses a target process that [`Protection`] guards; targets that are no process
+/// (local mode's proxies) have nothing to guard.
+fn guard(protection: &Protection, target: &ResolvedTarget) -> Result<(), FaultError> {
+    if !crate::target::is_node_target(target) {
+        return Ok(());
+    }
+    protection.check(crate::target::pid(target)?)
+}
+
 fn request_of(state: &FaultState) -> FaultRequest {
     FaultRequest {
         id: state.id.clone(),

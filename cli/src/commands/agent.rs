@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use faultline_agent::api::{Api, Token};
+use faultline_agent::protect::{AllowRule, Protection};
 use faultline_agent::{Agent, AgentConfig};
 
 use crate::exit::InvalidInput;
@@ -37,6 +38,55 @@ pub struct AgentArgs {
     /// Log format: `pretty` or `json`.
     #[arg(long, default_value = "pretty")]
     pub log_format: String,
+    /// Process names (as in `/proc/PID/comm`) of this node's critical services, which no
+    /// fault may target; replaces the default list (an empty value protects none).
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        default_values = faultline_agent::protect::DEFAULT_CRITICAL
+    )]
+    pub critical_processes: Vec<String>,
+    /// Refuse every process of a pod in this Kubernetes namespace (repeatable).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub protect_namespace: Vec<String>,
+    /// Accept only targets matching one of these rules (repeatable): `cgroup:/PATH`,
+    /// `container:ID` or `namespace:NAME`. Without any, every unprotected process is a
+    /// valid target.
+    #[arg(long, value_name = "RULE")]
+    pub allow: Vec<AllowRule>,
+    /// The kubelet's pod log directory, where a pod's namespace is read from
+    /// (`<namespace>_<pod>_<uid>`).
+    #[arg(long, value_name = "DIR", default_value = faultline_agent::protect::POD_LOG_DIR)]
+    pub pod_log_dir: PathBuf,
+}
+
+impl AgentArgs {
+    /// The protection these flags ask for; the agent's own descendants are protected.
+    fn protection(&self) -> Result<Protection, InvalidInput> {
+        if let Some(bad) = self
+            .protect_namespace
+            .iter()
+            .find(|ns| !faultline_agent::protect::is_dns_label(ns))
+        {
+            return Err(InvalidInput(format!(
+                "--protect-namespace {bad:?} is not a Kubernetes namespace name"
+            )));
+        }
+        Ok(Protection {
+            critical: self
+                .critical_processes
+                .iter()
+                .filter(|n| !n.is_empty())
+                .cloned()
+                .collect(),
+            protected_namespaces: self.protect_namespace.clone(),
+            allow: self.allow.clone(),
+            own_descendants: true,
+            pod_log_dir: self.pod_log_dir.clone(),
+            ..Protection::default()
+        })
+    }
 }
 
 /// Runs the agent until SIGTERM or Ctrl-C, then reverts every fault.
@@ -55,6 +105,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
         let (agent, report) = Agent::start(AgentConfig {
             state_dir: Some(args.state_dir.clone()),
             proxy_bind: args.proxy_bind,
+            protection: args.protection()?,
         })
         .await
         .context("start the agent")?;

@@ -27,11 +27,28 @@ pub fn state_of(pid: u32) -> Option<char> {
 /// Starts `chaos agent` on a loopback port with `dir/token` and `dir/state`; returns it,
 /// its address (from its first output line) and the rest of its standard output.
 pub fn start_agent(dir: &Path) -> (Reaped, SocketAddr, BufReader<ChildStdout>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chaos"))
+    start_agent_with(dir, &[])
+}
+
+/// [`start_agent`] with more `chaos agent` arguments.
+pub fn start_agent_with(
+    dir: &Path,
+    extra: &[&str],
+) -> (Reaped, SocketAddr, BufReader<ChildStdout>) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chaos"));
+    command
         .args(["agent", "--listen", "127.0.0.1:0", "--token-file"])
         .arg(dir.join("token"))
         .arg("--state-dir")
         .arg(dir.join("state"))
+        .args(extra);
+    announced(command)
+}
+
+/// Spawns `command`, a `chaos agent` possibly wrapped (e.g. by `unshare`), and reads the
+/// address it announces on its first output line.
+pub fn announced(mut command: Command) -> (Reaped, SocketAddr, BufReader<ChildStdout>) {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -95,7 +95,10 @@ impl EffectCheck {
 /// Judges one application of `fault`. `None` when it was never applied (failed or
 /// skipped): those outcomes speak for themselves.
 pub fn judge(fault: &Fault, app: &FaultApplication) -> Option<EffectCheck> {
-    if matches!(app.status, FaultStatus::Failed | FaultStatus::Skipped) {
+    if matches!(
+        app.status,
+        FaultStatus::Failed | FaultStatus::Refused | FaultStatus::Skipped
+    ) {
         return None;
     }
     let backend = app.backend.as_deref().unwrap_or("");

@@ -234,6 +234,20 @@ pub struct HttpAgent {
     url: String,
 }
 
+/// The agent's explanation when `body` is its `protected` refusal (a 403 is also what a
+/// wrong token gets).
+fn protected_refusal(body: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Refusal {
+        error: String,
+        message: String,
+    }
+    serde_json::from_str::<Refusal>(body)
+        .ok()
+        .filter(|r| r.error == "protected")
+        .map(|r| r.message)
+}
+
 impl HttpAgent {
     /// The agent at `url`, authenticated with the token in `token_file`.
     pub fn new(url: String, token_file: PathBuf) -> Result<Self, AgentError> {
@@ -244,6 +258,16 @@ impl HttpAgent {
     }
 
     fn call_error(&self, e: AgentError, id: Option<&str>) -> AgentCallError {
+        if let AgentError::Status {
+            status: 403, body, ..
+        } = &e
+            && let Some(message) = protected_refusal(body)
+        {
+            return AgentCallError::Protected {
+                agent: self.url.clone(),
+                message,
+            };
+        }
         match e {
             AgentError::Status { status, .. } if id.is_some() && matches!(status, 404 | 410) => {
                 AgentCallError::NotActive {

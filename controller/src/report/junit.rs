@@ -88,7 +88,7 @@ impl Counts {
         let fault_errors = report
             .faults
             .iter()
-            .filter(|f| f.status == FaultStatus::Failed)
+            .filter(|f| matches!(f.status, FaultStatus::Failed | FaultStatus::Refused))
             .count();
         let faults_missed = report
             .faults
@@ -271,6 +271,16 @@ fn write_testsuite(x: &mut String, report: &RunReport) -> Result<(), ReportError
                         .error
                         .as_deref()
                         .unwrap_or("the fault could not be applied")
+                )
+            )?,
+            FaultStatus::Refused => writeln!(
+                x,
+                r#"      <error type="FaultRefused" message="{}"/>"#,
+                escape_xml(
+                    fault
+                        .error
+                        .as_deref()
+                        .unwrap_or("the agent refused a protected target")
                 )
             )?,
             FaultStatus::Skipped => writeln!(

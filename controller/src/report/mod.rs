@@ -591,6 +591,8 @@ pub enum FaultStatus {
     Expired,
     /// Could not be applied.
     Failed,
+    /// Refused by the agent's protection rules (a protected target): nothing applied.
+    Refused,
     /// Never applied (the run stopped first, or a dry run).
     Skipped,
 }

@@ -102,6 +102,7 @@ pub fn summary(report: &RunReport, color: bool) -> String {
             let (start, end) = f.window_relative(report.started_ms);
             let status = match f.status {
                 super::FaultStatus::Failed => paint(color, "31", "FAILED "),
+                super::FaultStatus::Refused => paint(color, "31", "REFUSED "),
                 super::FaultStatus::Skipped => "skipped ".to_string(),
                 _ => String::new(),
             };

@@ -33,6 +33,15 @@ pub enum AgentCallError {
         /// Its explanation.
         message: String,
     },
+    /// The agent refuses the target by its protection rules (HTTP 403 `protected`): the
+    /// experiment asks for what this node never allows, and no retry changes that.
+    #[error("agent {agent} refused a protected target: {message}")]
+    Protected {
+        /// Which agent.
+        agent: String,
+        /// Which rule, from the agent.
+        message: String,
+    },
     /// The fault is no longer active (its lease expired or it was reverted).
     #[error("agent {agent}: fault {id} is no longer active")]
     NotActive {

@@ -124,6 +124,16 @@ pub(super) fn skipped(
     }
 }
 
+/// The status of a fault its agent would not apply: `refused` when its protection rules
+/// forbid the target, `failed` otherwise.
+pub(super) fn not_applied(e: &AgentCallError) -> FaultStatus {
+    if matches!(e, AgentCallError::Protected { .. }) {
+        FaultStatus::Refused
+    } else {
+        FaultStatus::Failed
+    }
+}
+
 fn fault_id(experiment: &str, fault: &str, index: usize) -> String {
     // Unique per run: a retry of the same run must not collide with an old lease.
     let stamp = unix_ms(SystemTime::now());
@@ -219,7 +229,7 @@ impl FaultJob {
                     applied.push(Applied { key, id, placement });
                 }
                 Err(e) => {
-                    app.status = FaultStatus::Failed;
+                    app.status = not_applied(&e);
                     app.error = Some(e.to_string());
                     self.ledger.record(key, app);
                     self.ledger.fail(format!(

@@ -44,8 +44,9 @@ pub use env::{AgentCallError, AgentHandle, Environment, Placement};
 use crate::load::{self, LoadHandle};
 use crate::report::terminal::{LiveSli, LiveState, Progress, ProgressMode};
 use crate::report::{
-    AbortRecord, CheckResult, ExperimentInfo, FaultApplication, Outcome, Phase, PhaseRecord,
-    RecoveryResult, RunReport, SCHEMA_VERSION, SloReport, SloVerdict, Verdict, describe_kind,
+    AbortRecord, CheckResult, ExperimentInfo, FaultApplication, FaultStatus, Outcome, Phase,
+    PhaseRecord, RecoveryResult, RunReport, SCHEMA_VERSION, SloReport, SloVerdict, Verdict,
+    describe_kind,
 };
 use crate::slo::client::ClientBackend;
 use crate::slo::{Evaluation, SloBackend, SloStatus, unix_ms};
@@ -433,22 +434,24 @@ pub async fn run(
     if let Err(e) = preflight(experiment, env.as_ref(), &placements, &backends).await {
         return run.finish(e.outcome(), e.to_string());
     }
+    // Every request goes to its agent as a validate-only call first, in the dry run and
+    // before a real run injects anything: a refusal stops the run with nothing injected.
+    let (faults, refused) = check_faults(experiment, &placements, config.lease_ttl).await;
+    if let Some(e) = refused {
+        run.report.faults = faults;
+        return run.finish(e.outcome(), e.to_string());
+    }
     if config.dry_run {
-        return match dry_run(experiment, &placements, config.lease_ttl).await {
-            Ok(faults) => {
-                let checked = faults.len();
-                run.report.faults = faults;
-                for slo in &mut run.report.slos {
-                    slo.verdict = SloVerdict::NotMeasured;
-                }
-                let reason = format!(
-                    "dry run: {} fault(s) resolved, preflighted and checked by their agents ({checked} request(s)), nothing injected",
-                    experiment.spec.faults.len()
-                );
-                run.finish(Outcome::Pass, reason)
-            }
-            Err(e) => run.finish(e.outcome(), e.to_string()),
-        };
+        let checked = faults.len();
+        run.report.faults = faults;
+        for slo in &mut run.report.slos {
+            slo.verdict = SloVerdict::NotMeasured;
+        }
+        let reason = format!(
+            "dry run: {} fault(s) resolved, preflighted and checked by their agents ({checked} request(s)), nothing injected",
+            experiment.spec.faults.len()
+        );
+        return run.finish(Outcome::Pass, reason);
     }
 
     execute(
@@ -534,36 +537,49 @@ async fn preflight(
     Ok(())
 }
 
-/// The dry run: every request the injection would send goes to its agent as a
-/// validate-only call (`POST /v1/faults?dryRun=true`), so a fault the agent would refuse
-/// fails the dry run instead of the real run. Every refusal is reported at once.
-async fn dry_run(
+/// Every request the injection would send, sent to its agent as a validate-only call
+/// (`POST /v1/faults?dryRun=true`), so a fault the agent would refuse stops the run
+/// before anything is injected. Every refusal is reported at once, each fault marked
+/// `failed` or, when the agent's protection rules refuse its target, `refused` (invalid
+/// input, exit 2: the experiment asks for what that node never allows).
+async fn check_faults(
     experiment: &Experiment,
     placements: &[Vec<Placement>],
     ttl: Duration,
-) -> Result<Vec<FaultApplication>, RunError> {
+) -> (Vec<FaultApplication>, Option<RunError>) {
     let mut out = Vec::new();
     let mut refused = Vec::new();
+    let mut protected = false;
     for (fault, places) in experiment.spec.faults.iter().zip(placements) {
         for (i, p) in places.iter().enumerate() {
             let request = faults::request(&experiment.name, fault, i, p, ttl);
             let mut app = faults::skipped(fault, i, &p.target, &experiment.name);
             match p.agent.check(request).await {
                 Ok(backend) => app.backend = Some(backend),
-                Err(e) => refused.push(format!("fault `{}` on {}: {e}", fault.name, p.target.name)),
+                Err(e) => {
+                    app.status = faults::not_applied(&e);
+                    protected |= app.status == FaultStatus::Refused;
+                    app.error = Some(e.to_string());
+                    refused.push(format!("fault `{}` on {}: {e}", fault.name, p.target.name));
+                }
             }
             out.push(app);
         }
     }
     if refused.is_empty() {
-        Ok(out)
-    } else {
-        Err(RunError::Infrastructure(format!(
-            "dry run: the agent would refuse {} request(s), nothing was injected: {}",
-            refused.len(),
-            refused.join("; ")
-        )))
+        return (out, None);
     }
+    let message = format!(
+        "the agent refuses {} request(s), nothing was injected: {}",
+        refused.len(),
+        refused.join("; ")
+    );
+    let error = if protected {
+        RunError::InvalidInput(message)
+    } else {
+        RunError::Infrastructure(message)
+    };
+    (out, Some(error))
 }
 
 /// Live state of one SLO or abort condition across ticks.

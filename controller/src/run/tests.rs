@@ -28,6 +28,8 @@ struct FakeAgent {
     kinds: Vec<String>,
     /// What every applied fault measured.
     effect: Mutex<ObservedEffect>,
+    /// Whether the agent's protection rules refuse every target.
+    protected: std::sync::atomic::AtomicBool,
 }
 
 impl FakeAgent {
@@ -54,6 +56,12 @@ impl AgentHandle for FakeAgent {
                 .lock()
                 .unwrap()
                 .push(Call::Check(request.id.clone()));
+            if self.protected.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(AgentCallError::Protected {
+                    agent: "fake".into(),
+                    message: "process 1: PID 1 is the node's init".into(),
+                });
+            }
             Ok("fake".to_string())
         })
     }
@@ -223,6 +231,7 @@ fn env(sli: Arc<Sli>, kinds: &[&str]) -> (Arc<FakeEnv>, Arc<FakeAgent>) {
         calls: Mutex::default(),
         kinds: kinds.iter().map(|s| s.to_string()).collect(),
         effect: Mutex::new(burned(0.8)),
+        protected: Default::default(),
     });
     let env = Arc::new(FakeEnv {
         agent: agent.clone(),
@@ -347,7 +356,37 @@ async fn a_failing_steady_state_injects_nothing_and_fails() {
     assert_eq!(report.verdict.outcome, Outcome::Fail);
     assert!(report.verdict.reason.contains("steady state"));
     assert!(!report.steady_state.unwrap().passed);
-    assert!(agent.calls().is_empty(), "{:?}", agent.calls());
+    assert!(
+        agent.calls().iter().all(|c| matches!(c, Call::Check(_))),
+        "only validate-only calls: {:?}",
+        agent.calls()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_protected_target_is_refused_before_anything_is_injected_with_exit_2() {
+    let (env, agent) = env(Arc::new(|_, _| Some(0.0)), &["cpu"]);
+    agent
+        .protected
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let report = run_uninterrupted(EXPERIMENT, env).await;
+    assert_eq!(report.verdict.outcome, Outcome::InvalidInput);
+    assert_eq!(crate::report::exit_code(report.verdict.outcome), 2);
+    assert!(
+        report.verdict.reason.contains("refused a protected target")
+            && report.verdict.reason.contains("nothing was injected"),
+        "{}",
+        report.verdict.reason
+    );
+    assert_eq!(report.faults.len(), 1);
+    assert_eq!(report.faults[0].status, FaultStatus::Refused);
+    assert!(report.faults[0].error.as_deref().unwrap().contains("PID 1"));
+    assert!(report.load.is_none(), "no load was started");
+    assert!(
+        agent.calls().iter().all(|c| matches!(c, Call::Check(_))),
+        "{:?}",
+        agent.calls()
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -35,7 +35,13 @@ use tokio_util::sync::CancellationToken;
 struct LocalAgent(Agent);
 
 fn call_error(e: AgentError) -> AgentCallError {
-    let (status, _) = e.status();
+    let (status, code) = e.status();
+    if code == "protected" {
+        return AgentCallError::Protected {
+            agent: "in-process".into(),
+            message: e.to_string(),
+        };
+    }
     if status == 409 {
         return AgentCallError::NotActive {
             agent: "in-process".into(),
