@@ -8,11 +8,12 @@
 //! is answered 401 before its body is even parsed, so it changes nothing. `/healthz` and
 //! `/metrics` are open: they reveal counts, never targets, and Prometheus scrapes them.
 
-use faultline_spec::wire::{ApiError, FaultList, FaultRequest, RenewRequest, WireError};
+use faultline_spec::wire::{ApiError, ApplyCall, FaultList, RenewRequest, Route, WireError};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use crate::agent::{Agent, AgentError};
+use crate::openapi::CheckAnswer;
 
 /// A bearer token read from a file.
 #[derive(Clone)]
@@ -96,7 +97,7 @@ pub struct Request<'a> {
 pub struct Response {
     /// HTTP status.
     pub status: u16,
-    /// `Content-Type`.
+    /// `Content-Type`; empty for a response without a body.
     pub content_type: &'static str,
     /// Body bytes.
     pub body: Vec<u8>,
@@ -168,33 +169,11 @@ impl Api {
 
     /// Answers one request.
     pub async fn handle(&self, req: Request<'_>) -> Response {
-        let segments: Vec<&str> = req.path.trim_end_matches('/').split('/').skip(1).collect();
-        match (req.method, segments.as_slice()) {
-            ("GET", ["healthz"]) => {
-                return Response {
-                    status: 200,
-                    content_type: "text/plain; charset=utf-8",
-                    body: b"ok\n".to_vec(),
-                };
-            }
-            ("GET", ["metrics"]) => {
-                return Response {
-                    status: 200,
-                    content_type: faultline_telemetry::CONTENT_TYPE,
-                    body: self.agent.metrics().encode().into_bytes(),
-                };
-            }
-            _ => {}
-        }
-        if segments.first() != Some(&"v1") {
-            return Response::error(
-                404,
-                "not_found",
-                format!("no route {}", req.path),
-                Vec::new(),
-            );
-        }
-        if !self.token.verify(req.authorization) {
+        let route = match Route::of(req.method, req.path) {
+            Ok(r) => r,
+            Err(e) => return Response::error(e.status(), e.code(), e.to_string(), Vec::new()),
+        };
+        if !route.is_open() && !self.token.verify(req.authorization) {
             return Response::error(
                 401,
                 "unauthorized",
@@ -202,56 +181,60 @@ impl Api {
                 Vec::new(),
             );
         }
-        match (req.method, &segments[1..]) {
-            ("POST", ["faults"]) => {
-                let request = match FaultRequest::from_json(req.body) {
-                    Ok(r) => r,
+        match route {
+            Route::Health => Response {
+                status: 200,
+                content_type: "text/plain; charset=utf-8",
+                body: b"ok\n".to_vec(),
+            },
+            Route::Metrics => Response {
+                status: 200,
+                content_type: faultline_telemetry::CONTENT_TYPE,
+                body: self.agent.metrics().encode().into_bytes(),
+            },
+            Route::OpenApi => Response {
+                status: 200,
+                content_type: "application/json",
+                body: crate::openapi::document_bytes().to_vec(),
+            },
+            Route::Apply => {
+                let call = match ApplyCall::decode(req.query, req.body) {
+                    Ok(c) => c,
                     Err(e) => return Response::wire_error(&e),
                 };
-                match dry_run(req.query) {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        return match self.agent.check(&request).await {
-                            Ok(backend) => Response::json(
-                                200,
-                                &CheckAnswer {
-                                    dry_run: true,
-                                    id: &request.id,
-                                    backend,
-                                },
-                            ),
-                            Err(e) => Response::agent_error(&e),
-                        };
-                    }
-                    Err(why) => return Response::error(400, "malformed", why, Vec::new()),
+                if call.dry_run {
+                    return match self.agent.check(&call.request).await {
+                        Ok(backend) => Response::json(
+                            200,
+                            &CheckAnswer {
+                                dry_run: true,
+                                id: &call.request.id,
+                                backend,
+                            },
+                        ),
+                        Err(e) => Response::agent_error(&e),
+                    };
                 }
                 // A repeated apply replays the first answer: same status, same state.
-                match self.agent.apply(request).await {
+                match self.agent.apply(call.request).await {
                     Ok(o) => Response::json(201, &o.state),
                     Err(e) => Response::agent_error(&e),
                 }
             }
-            ("GET", ["faults"]) => Response::json(
+            Route::List => Response::json(
                 200,
                 &FaultList {
                     faults: self.agent.list(),
                 },
             ),
-            ("GET", ["faults", id]) => match self.agent.get(id) {
+            Route::Get(id) => match self.agent.get(id) {
                 Some(s) => Response::json(200, &s),
-                None => Response::agent_error(&AgentError::NotFound((*id).into())),
+                None => Response::agent_error(&AgentError::NotFound(id.into())),
             },
-            ("POST", ["faults", id, "renew"]) => {
-                let renew: RenewRequest = match serde_json::from_slice(req.body) {
+            Route::Renew(id) => {
+                let renew = match RenewRequest::from_json(req.body) {
                     Ok(r) => r,
-                    Err(e) => {
-                        return Response::error(
-                            400,
-                            "malformed",
-                            format!("malformed renew body: {e}"),
-                            Vec::new(),
-                        );
-                    }
+                    Err(e) => return Response::wire_error(&e),
                 };
                 // A renewal of a kernel-enforced lease runs `nft` (milliseconds): keep it
                 // off the async workers.
@@ -264,69 +247,26 @@ impl Api {
                     Err(e) => Response::error(500, "renew_failed", e.to_string(), Vec::new()),
                 }
             }
-            ("DELETE", ["faults", id]) => match self.agent.revert(id).await {
+            Route::Revert(id) => match self.agent.revert(id).await {
                 Ok(Some(s)) => Response::json(200, &s),
                 Ok(None) => Response {
                     status: 204,
-                    content_type: "application/json",
+                    content_type: "",
                     body: Vec::new(),
                 },
                 Err(e) => Response::agent_error(&e),
             },
-            ("GET", ["capabilities"]) => Response::json(200, &self.agent.capabilities()),
-            (_, ["faults"] | ["faults", _] | ["faults", _, "renew"] | ["capabilities"]) => {
-                Response::error(
-                    405,
-                    "method_not_allowed",
-                    format!("{} {} is not allowed", req.method, req.path),
-                    Vec::new(),
-                )
-            }
-            _ => Response::error(
-                404,
-                "not_found",
-                format!("no route {}", req.path),
-                Vec::new(),
-            ),
+            Route::Capabilities => Response::json(200, &self.agent.capabilities()),
         }
     }
-}
-
-/// The answer to a dry run: the request would be applied by `backend`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CheckAnswer<'a> {
-    dry_run: bool,
-    id: &'a str,
-    backend: &'static str,
-}
-
-/// Whether `POST /v1/faults` is a dry run: `?dryRun=true` (or `false`); any other
-/// query is refused rather than ignored, so a typo never applies a fault.
-fn dry_run(query: Option<&str>) -> Result<bool, String> {
-    let mut dry = false;
-    for pair in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        match pair.split_once('=') {
-            Some(("dryRun", "true")) => dry = true,
-            Some(("dryRun", "false")) => dry = false,
-            _ => {
-                return Err(format!(
-                    "unknown query `{pair}`: POST /v1/faults takes only dryRun=true|false"
-                ));
-            }
-        }
-    }
-    Ok(dry)
 }
 
 fn to_http(r: Response) -> faultline_http::Response {
-    faultline_http::Response::new(r.status)
-        .with_content_type(faultline_http::HeaderValue::from(r.content_type))
-        .with_body(r.body)
+    let mut resp = faultline_http::Response::new(r.status);
+    if !r.content_type.is_empty() {
+        resp = resp.with_content_type(faultline_http::HeaderValue::from(r.content_type));
+    }
+    resp.with_body(r.body)
 }
 
 /// The API as a `faultline-http` router: every route of DESIGN.md §3. Unknown paths get
@@ -361,15 +301,33 @@ pub fn router(api: Api) -> faultline_http::Router {
             }
         })
     };
-    Router::new()
+    // The routes the API serves, so the HTTP layer answers a method a path does not take
+    // with 405 and that path's `Allow`; every other path reaches [`Api::handle`], whose
+    // 404 carries an `ApiError` body like every other error.
+    let mut router = Router::new()
         .get("/healthz", route(api.clone()))
         .get("/metrics", route(api.clone()))
+        .get("/v1/openapi.json", route(api.clone()))
         .route(Method::Post, "/v1/faults", route(api.clone()))
         .get("/v1/faults", route(api.clone()))
         .get("/v1/faults/{id}", route(api.clone()))
         .delete("/v1/faults/{id}", route(api.clone()))
         .post("/v1/faults/{id}/renew", route(api.clone()))
-        .get("/v1/capabilities", route(api))
+        .get("/v1/capabilities", route(api.clone()));
+    for method in [
+        Method::Get,
+        Method::Head,
+        Method::Post,
+        Method::Put,
+        Method::Delete,
+        Method::Patch,
+        Method::Options,
+        Method::Trace,
+        Method::Connect,
+    ] {
+        router = router.route(method, "/{*path}", route(api.clone()));
+    }
+    router
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then reverts every fault.

@@ -21,6 +21,7 @@ pub mod journal;
 pub mod metrics;
 pub mod netns;
 pub mod nft;
+pub mod openapi;
 pub mod process;
 pub mod protect;
 pub mod proxy;

@@ -322,3 +322,236 @@ async fn a_dry_run_checks_the_request_and_applies_nothing() {
     let (_, list) = call(s.addr, "GET", "/v1/faults", Some(TOKEN), "").await;
     assert_eq!(list["faults"], json!([]));
 }
+
+/// The response schema the OpenAPI document gives `method path` for `status`, as a
+/// standalone JSON Schema (the document's components travel along for `$ref`s).
+fn documented_schema(doc: &Value, path: &str, method: &str, status: u16) -> Value {
+    let op = &doc["paths"][path][method];
+    assert!(op.is_object(), "{method} {path} is not documented");
+    let answer = &op["responses"][status.to_string()];
+    assert!(
+        answer.is_object(),
+        "{method} {path} does not document {status}"
+    );
+    let mut schema = answer["content"]["application/json"]["schema"].clone();
+    if schema.is_null() {
+        return Value::Null;
+    }
+    schema["components"] = doc["components"].clone();
+    schema
+}
+
+/// Every answer of a whole fault lifecycle, and of each kind of refusal, has a status the
+/// document lists for its operation and a body that matches the schema listed for it.
+#[tokio::test]
+async fn every_answer_matches_the_openapi_document() {
+    let s = server().await;
+    let (status, doc) = call(s.addr, "GET", "/v1/openapi.json", Some(TOKEN), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        doc,
+        faultline_agent::openapi::document(),
+        "the served document is the built one"
+    );
+    let mut target = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let stop = json!({"id": "stop-1", "experiment": "api-test",
+        "target": {"name": "sleep", "pid": target.id()},
+        "fault": {"process": {"signal": "SIGSTOP"}}, "ttl": "30s"})
+    .to_string();
+    let calls: Vec<(&str, &str, &str, Option<&str>, String)> = vec![
+        (
+            "post",
+            "/v1/faults",
+            "/v1/faults?dryRun=true",
+            Some(TOKEN),
+            stop.clone(),
+        ),
+        (
+            "post",
+            "/v1/faults",
+            "/v1/faults",
+            Some(TOKEN),
+            stop.clone(),
+        ),
+        (
+            "post",
+            "/v1/faults",
+            "/v1/faults",
+            Some(TOKEN),
+            memory_fault("mem-1"),
+        ),
+        (
+            "get",
+            "/v1/faults",
+            "/v1/faults",
+            Some(TOKEN),
+            String::new(),
+        ),
+        (
+            "get",
+            "/v1/faults/{id}",
+            "/v1/faults/stop-1",
+            Some(TOKEN),
+            String::new(),
+        ),
+        (
+            "post",
+            "/v1/faults/{id}/renew",
+            "/v1/faults/stop-1/renew",
+            Some(TOKEN),
+            r#"{"ttl":"40s"}"#.into(),
+        ),
+        (
+            "delete",
+            "/v1/faults/{id}",
+            "/v1/faults/stop-1",
+            Some(TOKEN),
+            String::new(),
+        ),
+        (
+            "delete",
+            "/v1/faults/{id}",
+            "/v1/faults/mem-1",
+            Some(TOKEN),
+            String::new(),
+        ),
+        (
+            "get",
+            "/v1/capabilities",
+            "/v1/capabilities",
+            Some(TOKEN),
+            String::new(),
+        ),
+        // Refusals: malformed, unknown kind, invalid, conflict, protected, unknown id,
+        // not active, no token.
+        ("post", "/v1/faults", "/v1/faults", Some(TOKEN), "{".into()),
+        (
+            "post",
+            "/v1/faults",
+            "/v1/faults",
+            Some(TOKEN),
+            stop.replace("process", "teleport"),
+        ),
+        (
+            "post",
+            "/v1/faults",
+            "/v1/faults",
+            Some(TOKEN),
+            stop.replace("30s", "0s"),
+        ),
+        (
+            "post",
+            "/v1/faults",
+            "/v1/faults",
+            Some(TOKEN),
+            stop.replace("SIGSTOP", "SIGTERM"),
+        ),
+        (
+            "post",
+            "/v1/faults",
+            "/v1/faults",
+            Some(TOKEN),
+            stop.replace(&format!("{}", target.id()), "1")
+                .replace("stop-1", "stop-init"),
+        ),
+        (
+            "post",
+            "/v1/faults",
+            "/v1/faults?dryrun=true",
+            Some(TOKEN),
+            stop.replace("stop-1", "stop-2"),
+        ),
+        (
+            "get",
+            "/v1/faults/{id}",
+            "/v1/faults/never",
+            Some(TOKEN),
+            String::new(),
+        ),
+        (
+            "post",
+            "/v1/faults/{id}/renew",
+            "/v1/faults/stop-1/renew",
+            Some(TOKEN),
+            r#"{"ttl":"40s"}"#.into(),
+        ),
+        (
+            "post",
+            "/v1/faults/{id}/renew",
+            "/v1/faults/stop-1/renew",
+            Some(TOKEN),
+            r#"{"ttl":5}"#.into(),
+        ),
+        ("get", "/v1/faults", "/v1/faults", None, String::new()),
+    ];
+    let mut statuses = Vec::new();
+    for (method, template, path, token, body) in &calls {
+        let (status, answer) = call(s.addr, &method.to_uppercase(), path, *token, body).await;
+        statuses.push(status);
+        let schema = documented_schema(&doc, template, method, status);
+        if schema.is_null() {
+            assert_eq!(answer, Value::Null, "{method} {path}: {status} has no body");
+            continue;
+        }
+        let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+        let problems: Vec<String> = validator
+            .iter_errors(&answer)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            problems.is_empty(),
+            "{method} {path} -> {status}: {answer}\n{}",
+            problems.join("\n")
+        );
+    }
+    assert_eq!(
+        statuses,
+        [
+            200, 201, 201, 200, 200, 200, 200, 200, 200, 400, 422, 422, 409, 403, 400, 404, 409,
+            400, 401
+        ],
+        "the lifecycle and each refusal were reached"
+    );
+    // The check can fail: a state with a phase the document does not list does not match.
+    let (_, mut state) = call(s.addr, "GET", "/v1/faults/stop-1", Some(TOKEN), "").await;
+    state["phase"] = json!("sideways");
+    let schema = documented_schema(&doc, "/v1/faults/{id}", "get", 200);
+    assert!(!jsonschema::validator_for(&schema).unwrap().is_valid(&state));
+    target.kill().unwrap();
+    target.wait().unwrap();
+}
+
+/// A method a path does not take, or one the HTTP stack does not know, gets 405 with the
+/// methods the path takes in `Allow`, never a 5xx; a path the API does not have gets 404
+/// with an `ApiError` body.
+#[tokio::test]
+async fn other_methods_get_405_with_allow_and_unknown_paths_404() {
+    let s = server().await;
+    for (method, path, allow) in [
+        ("PUT", "/v1/faults", "GET, HEAD, POST"),
+        ("PATCH", "/v1/faults/f-1", "GET, HEAD, DELETE"),
+        ("GET", "/v1/faults/f-1/renew", "POST"),
+        ("DELETE", "/v1/capabilities", "GET, HEAD"),
+        ("POST", "/healthz", "GET, HEAD"),
+        ("QUERY", "/v1/faults", "GET, HEAD, POST"),
+    ] {
+        let mut stream = TcpStream::connect(s.addr).await.unwrap();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await.unwrap();
+        assert!(raw.starts_with("HTTP/1.1 405"), "{method} {path}: {raw}");
+        assert!(
+            raw.to_ascii_lowercase()
+                .contains(&format!("allow: {}", allow.to_ascii_lowercase())),
+            "{method} {path}: {raw}"
+        );
+    }
+    let (status, body) = call(s.addr, "GET", "/v2/faults", Some(TOKEN), "").await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+}

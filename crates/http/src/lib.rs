@@ -68,7 +68,8 @@
 //! gets 413 (before `100 Continue` is sent); a head not complete within
 //! [`ServerConfig::header_read_timeout`] gets 408; an idle keep-alive connection is closed after
 //! [`ServerConfig::keep_alive_timeout`]; connections over [`ServerConfig::max_connections`]
-//! get 503. Unknown methods get 501. Path parameters are raw (not percent-decoded).
+//! get 503. A method the stack does not implement gets 405 with the path's `Allow` (404 without a
+//! route), like a method the route does not take. Path parameters are raw (not percent-decoded).
 
 pub mod client;
 mod date;

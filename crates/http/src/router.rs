@@ -307,6 +307,15 @@ impl Router {
         self
     }
 
+    /// The `Allow` value of the route matching `path` (without query): the methods it
+    /// takes, `None` when no route matches. The server answers a method it does not
+    /// implement with it (405), as the router does a method a route does not take.
+    pub fn allowed<'a>(&'a self, path: &'a str) -> Option<&'a HeaderValue> {
+        let mut params = Params::new();
+        let rest = path.strip_prefix('/')?;
+        self.root.find(Some(rest), &mut params).map(|ep| &ep.allow)
+    }
+
     /// Matches a method and path (without query).
     pub fn lookup<'a>(&'a self, method: Method, path: &'a str) -> Match<'a> {
         let mut params = Params::new();

@@ -380,10 +380,13 @@ async fn oversized_bodies_get_413() {
 }
 
 #[tokio::test]
-async fn unknown_method_gets_501() {
+async fn an_unknown_method_gets_405_with_the_paths_allow_or_404() {
     let s = TestServer::start(app()).await;
+    let r = exchange(s.addr, b"QUERY /plaintext HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"), "{r:?}");
     let r = exchange(s.addr, b"BREW /pot HTTP/1.1\r\nHost: t\r\n\r\n").await;
-    assert_eq!(r.status, 501);
+    assert_eq!(r.status, 404);
     s.stop().await;
 }
 

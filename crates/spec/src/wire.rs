@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Path, Problems};
@@ -21,7 +22,7 @@ pub const API_PREFIX: &str = "/v1";
 pub type FaultId = String;
 
 /// `POST /v1/faults`: apply one fault to one resolved target.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultRequest {
     /// Idempotency key and handle for renew and revert.
@@ -31,8 +32,10 @@ pub struct FaultRequest {
     /// The concrete target on this node.
     pub target: ResolvedTarget,
     /// What to inject.
+    #[schemars(with = "FaultKindSpec")]
     pub fault: FaultKind,
     /// Lease length; the agent reverts the fault when it is not renewed in time.
+    #[schemars(with = "DurationText")]
     pub ttl: Duration,
 }
 
@@ -222,17 +225,18 @@ impl FaultRequest {
 }
 
 /// `POST /v1/faults/{id}/renew`: extend a lease.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RenewRequest {
     /// New lease length counted from now.
+    #[schemars(with = "DurationText")]
     pub ttl: Duration,
 }
 
 /// A target resolved to what one agent can act on. Which fields are set depends on
 /// the mode: local mode fills `proxies` (edges the in-process agent owns) and `pid`;
 /// compose fills `container_id` and `pid`; Kubernetes fills `pod` and `pid`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResolvedTarget {
     /// Human name: service, container or pod name. Used in reports.
@@ -252,7 +256,7 @@ pub struct ResolvedTarget {
 }
 
 /// A Kubernetes pod reference.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodRef {
     /// Namespace.
@@ -266,10 +270,11 @@ pub struct PodRef {
 }
 
 /// A lease as the agent holds it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Lease {
     /// Lease length granted by the last apply or renew.
+    #[schemars(with = "DurationText")]
     pub ttl: Duration,
     /// When the lease runs out, Unix milliseconds.
     pub expires_at_ms: u64,
@@ -278,7 +283,7 @@ pub struct Lease {
 }
 
 /// Lifecycle state of one fault on the agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum FaultPhase {
     /// Injected and holding a live lease.
@@ -292,7 +297,7 @@ pub enum FaultPhase {
 }
 
 /// `201` body of `POST /v1/faults`, and an element of `GET /v1/faults`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultState {
     /// The fault id.
@@ -302,6 +307,7 @@ pub struct FaultState {
     /// The target it was applied to.
     pub target: ResolvedTarget,
     /// What was injected.
+    #[schemars(with = "FaultKindSpec")]
     pub fault: FaultKind,
     /// Current phase.
     pub phase: FaultPhase,
@@ -316,7 +322,7 @@ pub struct FaultState {
 }
 
 /// `GET /v1/faults`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultList {
     /// Active faults.
@@ -326,7 +332,7 @@ pub struct FaultList {
 /// The measured effect of a fault, reported as evidence. `metrics` holds named figures
 /// such as `cpu_seconds`, `utilization`, `bytes_held`, `delayed_chunks`, `mean_added_delay_ms`,
 /// `aborted_requests`; `delay_histogram` holds added-delay buckets where the fault delays traffic.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObservedEffect {
     /// One line a person reads, e.g. `burned 2.41 CPU-s over 3.00 s (80.3%)`.
@@ -343,7 +349,7 @@ pub struct ObservedEffect {
 }
 
 /// One cumulative histogram bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HistogramBucket {
     /// Upper bound in milliseconds, inclusive.
@@ -353,7 +359,7 @@ pub struct HistogramBucket {
 }
 
 /// `GET /v1/capabilities`: what this host can do. The controller's preflight.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Capabilities {
     /// Agent version.
@@ -388,7 +394,7 @@ pub struct Capabilities {
 }
 
 /// JSON error body of every 4xx and 5xx answer from the agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiError {
     /// Machine-readable code: `unauthorized`, `malformed`, `unknown_fault_kind`,
@@ -399,6 +405,154 @@ pub struct ApiError {
     /// Per-field problems, when the body was well-formed but invalid.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<String>,
+}
+
+/// One operation of the agent API, from a request's method and path: the first step of
+/// decoding a request, before authentication. `/healthz` and `/metrics` are open; every
+/// other route needs the bearer token, checked before its body is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `GET /healthz`.
+    Health,
+    /// `GET /metrics`.
+    Metrics,
+    /// `POST /v1/faults` (apply, or check with `?dryRun=true`).
+    Apply,
+    /// `GET /v1/faults`.
+    List,
+    /// `GET /v1/faults/{id}`.
+    Get(&'a str),
+    /// `POST /v1/faults/{id}/renew`.
+    Renew(&'a str),
+    /// `DELETE /v1/faults/{id}`.
+    Revert(&'a str),
+    /// `GET /v1/capabilities`.
+    Capabilities,
+    /// `GET /v1/openapi.json`: this API's OpenAPI document.
+    OpenApi,
+}
+
+/// A request whose method and path name no operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No such path (404).
+    #[error("no route {0}")]
+    NotFound(String),
+    /// The path exists, not with this method (405).
+    #[error("{method} {path} is not allowed")]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The path.
+        path: String,
+    },
+}
+
+impl RouteError {
+    /// The HTTP status the agent answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            RouteError::NotFound(_) => 404,
+            RouteError::MethodNotAllowed { .. } => 405,
+        }
+    }
+
+    /// The machine-readable code of [`ApiError::error`].
+    pub fn code(&self) -> &'static str {
+        match self {
+            RouteError::NotFound(_) => "not_found",
+            RouteError::MethodNotAllowed { .. } => "method_not_allowed",
+        }
+    }
+}
+
+impl<'a> Route<'a> {
+    /// The operation `method path` names (a trailing slash is ignored; `HEAD` is `GET`
+    /// without the body).
+    pub fn of(method: &str, path: &'a str) -> Result<Route<'a>, RouteError> {
+        let method = if method == "HEAD" { "GET" } else { method };
+        let segments: Vec<&'a str> = path.trim_end_matches('/').split('/').skip(1).collect();
+        // An empty segment (`/v1/faults//renew`) names nothing, least of all an empty id.
+        if segments.iter().any(|s| s.is_empty()) {
+            return Err(RouteError::NotFound(path.to_string()));
+        }
+        let route = match (method, segments.as_slice()) {
+            ("GET", ["healthz"]) => Route::Health,
+            ("GET", ["metrics"]) => Route::Metrics,
+            ("POST", ["v1", "faults"]) => Route::Apply,
+            ("GET", ["v1", "faults"]) => Route::List,
+            ("GET", ["v1", "faults", id]) => Route::Get(id),
+            ("DELETE", ["v1", "faults", id]) => Route::Revert(id),
+            ("POST", ["v1", "faults", id, "renew"]) => Route::Renew(id),
+            ("GET", ["v1", "capabilities"]) => Route::Capabilities,
+            ("GET", ["v1", "openapi.json"]) => Route::OpenApi,
+            (
+                _,
+                ["healthz"]
+                | ["metrics"]
+                | ["v1", "faults"]
+                | ["v1", "faults", _]
+                | ["v1", "faults", _, "renew"]
+                | ["v1", "capabilities"]
+                | ["v1", "openapi.json"],
+            ) => {
+                return Err(RouteError::MethodNotAllowed {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                });
+            }
+            _ => return Err(RouteError::NotFound(path.to_string())),
+        };
+        Ok(route)
+    }
+
+    /// Whether the route is served without the bearer token.
+    pub fn is_open(&self) -> bool {
+        matches!(self, Route::Health | Route::Metrics)
+    }
+}
+
+/// A decoded `POST /v1/faults`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApplyCall {
+    /// The validated request.
+    pub request: FaultRequest,
+    /// `?dryRun=true`: check it, change nothing.
+    pub dry_run: bool,
+}
+
+impl ApplyCall {
+    /// Decodes the query and body of `POST /v1/faults`. The query takes only
+    /// `dryRun=true|false`: anything else is refused rather than ignored, so a typo such
+    /// as `dryrun=true` never applies a fault.
+    pub fn decode(query: Option<&str>, body: &[u8]) -> Result<ApplyCall, WireError> {
+        let request = FaultRequest::from_json(body)?;
+        let mut dry_run = false;
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            match pair.split_once('=') {
+                Some(("dryRun", "true")) => dry_run = true,
+                Some(("dryRun", "false")) => dry_run = false,
+                _ => {
+                    return Err(WireError::Malformed(format!(
+                        "unknown query `{pair}`: POST /v1/faults takes only dryRun=true|false"
+                    )));
+                }
+            }
+        }
+        Ok(ApplyCall { request, dry_run })
+    }
+}
+
+impl RenewRequest {
+    /// Decodes a `POST /v1/faults/{id}/renew` body.
+    pub fn from_json(body: &[u8]) -> Result<RenewRequest, WireError> {
+        serde_json::from_slice(body)
+            .map_err(|e| WireError::Malformed(format!("malformed renew body: {e}")))
+    }
 }
 
 #[cfg(test)]
@@ -412,6 +566,55 @@ mod tests {
             r#"{{"id": "f-1", "experiment": "quickstart", "target": {{"name": "payments", "pid": 42}}, "fault": {fault}, "ttl": "15s"}}"#
         )
         .into_bytes()
+    }
+
+    #[test]
+    fn routes_come_from_method_and_path_and_say_404_or_405_otherwise() {
+        assert_eq!(Route::of("POST", "/v1/faults"), Ok(Route::Apply));
+        assert_eq!(Route::of("GET", "/v1/faults/"), Ok(Route::List));
+        assert_eq!(Route::of("HEAD", "/v1/faults/f-1"), Ok(Route::Get("f-1")));
+        assert_eq!(
+            Route::of("DELETE", "/v1/faults/f-1"),
+            Ok(Route::Revert("f-1"))
+        );
+        assert_eq!(
+            Route::of("POST", "/v1/faults/f-1/renew"),
+            Ok(Route::Renew("f-1"))
+        );
+        assert_eq!(Route::of("GET", "/v1/openapi.json"), Ok(Route::OpenApi));
+        assert!(Route::of("GET", "/healthz").unwrap().is_open());
+        assert!(!Route::of("GET", "/v1/capabilities").unwrap().is_open());
+        for (method, path, status) in [
+            ("PUT", "/v1/faults", 405),
+            ("POST", "/v1/capabilities", 405),
+            ("GET", "/v1/faults/f-1/renew", 405),
+            ("GET", "/v2/faults", 404),
+            ("GET", "/", 404),
+            // Found by the agent_request fuzz target: an empty id is no id.
+            ("POST", "/v1/faults//renew", 404),
+            ("GET", "/v1//faults", 404),
+        ] {
+            let err = Route::of(method, path).unwrap_err();
+            assert_eq!(err.status(), status, "{method} {path}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_apply_query_takes_only_dry_run() {
+        let body = body(r#"{"cpu": {"load": "80%"}}"#);
+        assert!(
+            ApplyCall::decode(Some("dryRun=true"), &body)
+                .unwrap()
+                .dry_run
+        );
+        assert!(
+            !ApplyCall::decode(Some("dryRun=false"), &body)
+                .unwrap()
+                .dry_run
+        );
+        assert!(!ApplyCall::decode(None, &body).unwrap().dry_run);
+        let err = ApplyCall::decode(Some("dryrun=true"), &body).unwrap_err();
+        assert_eq!(err.status(), 400, "{err}");
     }
 
     #[test]

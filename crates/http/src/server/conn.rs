@@ -295,7 +295,19 @@ impl Conn {
             }
         };
         let Some(method) = Method::from_bytes(head.method.as_bytes()) else {
-            write_simple(out, 501, date, r#"{"error":"method not implemented"}"#);
+            // A method this stack does not implement is the client's mistake like any other
+            // method the path does not take: 405 with the path's `Allow` (404 without a
+            // route), never a 5xx. RFC 9110 suggests 501; see docs/deviations.md.
+            match app.allowed(split_target(head.target).0) {
+                Some(allow) => {
+                    push_status_line(out, 405);
+                    out.extend_from_slice(b"allow: ");
+                    out.extend_from_slice(allow.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                    write_simple_tail(out, date, r#"{"error":"method not allowed"}"#);
+                }
+                None => write_simple(out, 404, date, r#"{"error":"not found"}"#),
+            }
             return Ok(Step::Close);
         };
         let after_head = &input[head.head_len..];
@@ -393,6 +405,12 @@ fn push_status_line(out: &mut Vec<u8>, status: u16) {
 /// Queues a small server-generated response that closes the connection.
 fn write_simple(out: &mut Vec<u8>, status: u16, date: &[u8; DATE_LEN], body: &'static str) {
     push_status_line(out, status);
+    write_simple_tail(out, date, body);
+}
+
+/// The headers after the status line (and any extra headers) and the body of
+/// [`write_simple`].
+fn write_simple_tail(out: &mut Vec<u8>, date: &[u8; DATE_LEN], body: &'static str) {
     out.extend_from_slice(b"date: ");
     out.extend_from_slice(date);
     out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
