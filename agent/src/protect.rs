@@ -22,6 +22,8 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use faultline_spec::is_dns_label;
+
 use crate::fault::FaultError;
 
 /// Process names protected by default: the container runtimes, the kubelet, sshd, the init
@@ -94,16 +96,6 @@ impl std::fmt::Display for AllowRule {
             AllowRule::Namespace(ns) => write!(f, "namespace:{ns}"),
         }
     }
-}
-
-/// Whether `s` is a Kubernetes namespace name (an RFC 1123 label).
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 /// What the agent refuses to touch. See the module docs for the rules.

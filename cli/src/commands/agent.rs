@@ -67,7 +67,7 @@ impl AgentArgs {
         if let Some(bad) = self
             .protect_namespace
             .iter()
-            .find(|ns| !faultline_agent::protect::is_dns_label(ns))
+            .find(|ns| !faultline_spec::is_dns_label(ns))
         {
             return Err(InvalidInput(format!(
                 "--protect-namespace {bad:?} is not a Kubernetes namespace name"

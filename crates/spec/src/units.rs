@@ -99,6 +99,17 @@ impl From<Duration> for std::time::Duration {
     }
 }
 
+/// The longest duration any field takes: no experiment, window, timeout or lease needs
+/// more than a day, and a larger value is a typo, not a plan.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The largest size any field takes (memory stress above the host's free memory is refused
+/// by the agent; this bounds what a file can ask at all).
+pub const MAX_BYTE_SIZE: u64 = 1 << 40;
+
+/// The largest bandwidth cap, in bits per second.
+pub const MAX_BANDWIDTH_BITS: u64 = 1_000_000_000_000;
+
 impl FromStr for Duration {
     type Err = UnitError;
 
@@ -129,8 +140,10 @@ impl FromStr for Duration {
             }
         };
         let nanos = value * nanos_per_unit;
-        if nanos > u64::MAX as f64 {
-            return Err(UnitError::new(format!("duration `{s}` is too large")));
+        if nanos > MAX_DURATION.as_nanos() as f64 {
+            return Err(UnitError::new(format!(
+                "duration `{s}` is too long: at most 24h (no experiment, window, timeout or lease needs more)"
+            )));
         }
         Ok(Self(std::time::Duration::from_nanos(nanos.round() as u64)))
     }
@@ -249,8 +262,10 @@ impl FromStr for ByteSize {
             )));
         };
         let bytes = value * *per as f64;
-        if bytes > u64::MAX as f64 {
-            return Err(UnitError::new(format!("size `{s}` is too large")));
+        if bytes > MAX_BYTE_SIZE as f64 {
+            return Err(UnitError::new(format!(
+                "size `{s}` is too large: at most 1TiB"
+            )));
         }
         Ok(Self(bytes.round() as u64))
     }
@@ -363,9 +378,14 @@ impl FromStr for Bandwidth {
             },
         };
         let bits = value * bits_per_unit;
-        if bits < 1.0 || bits > u64::MAX as f64 {
+        if bits < 1.0 {
             return Err(UnitError::new(format!(
                 "expected a bandwidth of at least 1bit/s, found `{s}`"
+            )));
+        }
+        if bits > MAX_BANDWIDTH_BITS as f64 {
+            return Err(UnitError::new(format!(
+                "bandwidth `{s}` is too large: at most 1000Gbit/s (a cap above any link caps nothing)"
             )));
         }
         Ok(Self(bits.round() as u64))

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 proptest! {
     #[test]
-    fn durations_round_trip_through_their_text(nanos in 0u64..10_000_000_000_000) {
+    fn durations_round_trip_through_their_text(nanos in 0u64..=faultline_spec::units::MAX_DURATION.as_nanos() as u64) {
         let d = Duration(std::time::Duration::from_nanos(nanos));
         prop_assert_eq!(d.to_string().parse::<Duration>().unwrap(), d);
     }
@@ -19,7 +19,7 @@ proptest! {
     }
 
     #[test]
-    fn sizes_round_trip_through_their_text(bytes in 0u64..(1 << 50)) {
+    fn sizes_round_trip_through_their_text(bytes in 0u64..=faultline_spec::units::MAX_BYTE_SIZE) {
         let s = ByteSize(bytes);
         prop_assert_eq!(s.to_string().parse::<ByteSize>().unwrap(), s);
     }
@@ -29,6 +29,16 @@ proptest! {
         let r = Rate::per_second(per_second).unwrap();
         let back: Rate = r.to_string().parse().unwrap();
         prop_assert!((back.as_per_second() - r.as_per_second()).abs() <= 1e-6 * r.as_per_second().max(1.0));
+    }
+
+    #[test]
+    fn values_above_the_caps_are_refused_with_the_cap(over in 1u64..1_000_000) {
+        let too_long = format!("{}s", 24 * 3600 + over);
+        prop_assert!(too_long.parse::<Duration>().unwrap_err().to_string().contains("at most 24h"));
+        let too_big = format!("{}B", faultline_spec::units::MAX_BYTE_SIZE + over);
+        prop_assert!(too_big.parse::<ByteSize>().unwrap_err().to_string().contains("at most 1TiB"));
+        let too_fast = format!("{}bit", faultline_spec::units::MAX_BANDWIDTH_BITS + over * 1000);
+        prop_assert!(too_fast.parse::<faultline_spec::Bandwidth>().unwrap_err().to_string().contains("at most 1000Gbit/s"));
     }
 
     #[test]
