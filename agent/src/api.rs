@@ -269,8 +269,9 @@ fn to_http(r: Response) -> faultline_http::Response {
     resp.with_body(r.body)
 }
 
-/// The API as a `faultline-http` router: every route of DESIGN.md §3. Unknown paths get
-/// the router's 404, a known path with another method its 405.
+/// The API as a `faultline-http` router: every route of DESIGN.md §3. A known path with
+/// another method gets the router's 405 with `Allow`; an unknown path reaches
+/// [`Api::handle`] for a 404 with an `ApiError` body.
 pub fn router(api: Api) -> faultline_http::Router {
     use faultline_http::{Method, OwnedRequest, Router, handler_fn};
     let route = |api: Api| {
