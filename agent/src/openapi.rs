@@ -52,25 +52,21 @@ fn responses(ok: &[(u16, Value)], errors: &[(u16, &str)], error: &Value) -> Valu
     Value::Object(out)
 }
 
+/// A `$ref` to `T`'s schema, which `generator` keeps for `components.schemas`.
+fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Value {
+    serde_json::to_value(generator.subschema_for::<T>()).expect("schemas serialize")
+}
+
 /// The OpenAPI 3.0.3 document of the agent API v1.
 pub fn document() -> Value {
     let mut generator: SchemaGenerator = SchemaSettings::openapi3().into_generator();
-    let fault_request = serde_json::to_value(generator.subschema_for::<FaultRequest>());
-    let renew = serde_json::to_value(generator.subschema_for::<RenewRequest>());
-    let state = serde_json::to_value(generator.subschema_for::<FaultState>());
-    let list = serde_json::to_value(generator.subschema_for::<FaultList>());
-    let caps = serde_json::to_value(generator.subschema_for::<Capabilities>());
-    let check = serde_json::to_value(generator.subschema_for::<CheckAnswer<'_>>());
-    let error = serde_json::to_value(generator.subschema_for::<ApiError>());
-    let (fault_request, renew, state, list, caps, check, error) = (
-        fault_request.expect("schemas serialize"),
-        renew.expect("schemas serialize"),
-        state.expect("schemas serialize"),
-        list.expect("schemas serialize"),
-        caps.expect("schemas serialize"),
-        check.expect("schemas serialize"),
-        error.expect("schemas serialize"),
-    );
+    let fault_request = schema_of::<FaultRequest>(&mut generator);
+    let renew = schema_of::<RenewRequest>(&mut generator);
+    let state = schema_of::<FaultState>(&mut generator);
+    let list = schema_of::<FaultList>(&mut generator);
+    let caps = schema_of::<Capabilities>(&mut generator);
+    let check = schema_of::<CheckAnswer<'_>>(&mut generator);
+    let error = schema_of::<ApiError>(&mut generator);
     let schemas = generator.take_definitions(true);
 
     const UNAUTHORIZED: (u16, &str) = (401, "`unauthorized`: no valid bearer token");
