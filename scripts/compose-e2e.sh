@@ -8,9 +8,14 @@
 #     experiment compose mode can run (the compose-only ones and the promql one, on the
 #     stack's Prometheus, included) passes against the resilient fleet, and the rest
 #     (pod selectors) are listed as skipped with their reason;
-#  4. with the fleet's FL_RESILIENCE=off the quickstart must FAIL (exit 1; the report's
+#  4. the dead man's switch: the agent SIGSTOPs notifications' main process under a 4 s
+#     lease and its container is `docker kill`ed at once, never restarted; the agent's
+#     watchdog, which left the container's cgroups, continues the process at the lease's
+#     deadline (not before TTL - 0.3 s, not after TTL + 1 s). The agent then starts again
+#     for the next step;
+#  5. with the fleet's FL_RESILIENCE=off the quickstart must FAIL (exit 1; the report's
 #     outcome is `fail`, or `aborted` when the abort condition stops it first);
-#  5. tears everything down (containers, network, volume, its images) from an EXIT
+#  6. tears everything down (containers, network, volume, its images) from an EXIT
 #     trap, so also on failure, and checks nothing of the project is left.
 #
 # Binary: $CHAOS_BIN, default the static release build, built here when missing:
@@ -154,6 +159,33 @@ for must in ("notifications-paused", "inventory-restarted", "payments-killed", "
     assert runs.get(must) == "pass", f"{must} did not run and pass in compose mode: {runs.get(must)}"
 print(f"compose suite: {sum(o == 'pass' for o in runs.values())} passed, {sum(o == 'skipped' for o in runs.values())} skipped")
 PY
+
+# The dead man's switch survives `docker kill` of the agent's container.
+ag="$(published agent 7070)"
+target_pid="$(docker inspect -f '{{.State.Pid}}' "$project-notifications-1")"
+ttl_ms=4000
+docker update --restart=no "$project-agent-1" >/dev/null
+applied_ms=$(date +%s%3N)
+curl -fsS -o /dev/null -X POST "http://$ag/v1/faults" \
+  -H "authorization: Bearer $(cat "$FL_AGENT_TOKEN_FILE")" -H 'content-type: application/json' \
+  -d "{\"id\":\"watchdog-stop\",\"experiment\":\"compose-e2e\",\"target\":{\"name\":\"notifications\",\"pid\":$target_pid},\"fault\":{\"process\":{\"signal\":\"SIGSTOP\"}},\"ttl\":\"${ttl_ms}ms\"}"
+docker kill "$project-agent-1" >/dev/null
+state() { awk '{sub(/.*\) /, ""); print substr($0, 1, 1)}' "/proc/$target_pid/stat"; }
+[ "$(state)" = T ] || { echo "compose-e2e: notifications is not stopped after the apply" >&2; exit 1; }
+while [ "$(state)" = T ]; do
+  if [ $(($(date +%s%3N) - applied_ms)) -gt $((ttl_ms + 1000)) ]; then
+    echo "compose-e2e: FAIL: notifications still stopped past TTL + 1 s with the agent container killed" >&2
+    exit 1
+  fi
+  sleep 0.01
+done
+ended_ms=$(($(date +%s%3N) - applied_ms))
+log "watchdog: SIGSTOP with ttl ${ttl_ms}ms ended ${ended_ms}ms after the apply, agent container killed"
+[ "$ended_ms" -ge $((ttl_ms - 300)) ] || { echo "compose-e2e: FAIL: ended before its lease (${ended_ms}ms): not the watchdog's doing" >&2; exit 1; }
+[ "$(docker inspect -f '{{.State.Running}}' "$project-agent-1")" = false ] || { echo "compose-e2e: the agent container came back; the watchdog was not alone" >&2; exit 1; }
+docker update --restart=unless-stopped "$project-agent-1" >/dev/null
+docker start "$project-agent-1" >/dev/null
+wait_ready
 
 start=$SECONDS
 FL_RESILIENCE=off "${dc[@]}" up -d

@@ -5,6 +5,12 @@
 //! undo it is appended to `journal.log` and fsynced; a revert appends a matching record.
 //! When the agent starts, every apply without a revert is a leftover and is reverted.
 //!
+//! Each apply also carries its lease's deadline, and each renewal appends the new one, so
+//! the watchdog ([`crate::watchdog`]) that outlives a dead agent reverts every leftover at
+//! its deadline, not at the next start. Deadlines are `CLOCK_MONOTONIC` milliseconds,
+//! which every process on the host shares and no clock change moves; after a reboot they
+//! mean nothing, and a starting agent reverts every leftover at once anyway.
+//!
 //! Each record is one line: the CRC-32 of the JSON in hex, a space, the JSON. A torn
 //! last line (the agent died mid-write) or a line whose checksum does not match is
 //! reported and skipped; it never stops the agent from starting.
@@ -93,6 +99,18 @@ pub enum Record {
         request: Box<FaultRequest>,
         /// How to undo it after a crash.
         revert: RevertRecord,
+        /// The lease's deadline ([`monotonic_ms`]); absent in records kept from a failed
+        /// revert, which are overdue.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ms: Option<u64>,
+    },
+    /// A renewal moved the lease's deadline. Not fsynced: the watchdog reads it from the
+    /// page cache, and after a power loss every leftover is reverted at start-up anyway.
+    Renew {
+        /// The fault id.
+        id: FaultId,
+        /// The new deadline ([`monotonic_ms`]).
+        deadline_ms: u64,
     },
     /// Written after a fault was reverted (or failed to apply).
     Revert {
@@ -106,6 +124,8 @@ pub enum Record {
 pub struct Replay {
     /// Applies without a matching revert, in journal order.
     pub leftovers: Vec<(FaultRequest, RevertRecord)>,
+    /// The latest lease deadline of each leftover that has one ([`monotonic_ms`]).
+    pub deadlines: BTreeMap<FaultId, u64>,
     /// Torn or corrupt lines: `line N: why`. They were skipped.
     pub problems: Vec<String>,
 }
@@ -122,6 +142,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Milliseconds on `CLOCK_MONOTONIC`: the clock of the journal's lease deadlines.
+pub fn monotonic_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
 }
 
 fn encode(record: &Record) -> String {
@@ -168,11 +194,25 @@ pub fn replay(dir: &Path) -> Result<Replay, JournalError> {
             continue;
         }
         match decode(line) {
-            Ok(Record::Apply { request, revert }) => {
+            Ok(Record::Apply {
+                request,
+                revert,
+                deadline_ms,
+            }) => {
+                match deadline_ms {
+                    Some(d) => replay.deadlines.insert(request.id.clone(), d),
+                    None => replay.deadlines.remove(&request.id),
+                };
                 open.insert(request.id.clone(), (i, *request, revert));
+            }
+            Ok(Record::Renew { id, deadline_ms }) => {
+                if open.contains_key(&id) {
+                    replay.deadlines.insert(id, deadline_ms);
+                }
             }
             Ok(Record::Revert { id }) => {
                 open.remove(&id);
+                replay.deadlines.remove(&id);
             }
             Err(why) => replay
                 .problems
@@ -199,6 +239,7 @@ impl Journal {
                 let line = encode(&Record::Apply {
                     request: Box::new(request.clone()),
                     revert: revert.clone(),
+                    deadline_ms: None,
                 });
                 f.write_all(line.as_bytes()).map_err(io_err(&tmp))?;
             }
@@ -208,6 +249,13 @@ impl Journal {
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err(dir))?;
+        Self::open(dir)
+    }
+
+    /// Opens the existing journal in `dir` for appending, as it is: the watchdog's way in,
+    /// after the agent that created it died.
+    pub fn open(dir: &Path) -> Result<Self, JournalError> {
+        let path = dir.join(JOURNAL_FILE);
         let file = OpenOptions::new()
             .append(true)
             .open(&path)
@@ -220,11 +268,17 @@ impl Journal {
 
     /// Appends one record and fsyncs it before returning.
     pub fn append(&mut self, record: &Record) -> Result<(), JournalError> {
+        self.note(record)?;
+        let path = self.dir.join(JOURNAL_FILE);
+        self.file.sync_data().map_err(io_err(&path))
+    }
+
+    /// Appends one record without waiting for the disk: other processes see it at once.
+    pub fn note(&mut self, record: &Record) -> Result<(), JournalError> {
         let path = self.dir.join(JOURNAL_FILE);
         self.file
             .write_all(encode(record).as_bytes())
-            .map_err(io_err(&path))?;
-        self.file.sync_data().map_err(io_err(&path))
+            .map_err(io_err(&path))
     }
 }
 
@@ -254,16 +308,51 @@ mod tests {
         RevertRecord::ContinueProcess { pid, start_time: 7 }
     }
 
+    fn apply(id: &str, pid: u32) -> Record {
+        Record::Apply {
+            request: Box::new(request(id)),
+            revert: stop(pid),
+            deadline_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_leftovers_deadline_is_its_latest_renewal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path(), &[]).unwrap();
+        for (id, deadline) in [("a", 100), ("b", 200)] {
+            j.append(&Record::Apply {
+                request: Box::new(request(id)),
+                revert: stop(1),
+                deadline_ms: Some(deadline),
+            })
+            .unwrap();
+        }
+        j.note(&Record::Renew {
+            id: "a".into(),
+            deadline_ms: 150,
+        })
+        .unwrap();
+        j.append(&Record::Revert { id: "b".into() }).unwrap();
+        // A renewal after the revert (a race the agent's locks allow) resurrects nothing.
+        j.note(&Record::Renew {
+            id: "b".into(),
+            deadline_ms: 300,
+        })
+        .unwrap();
+        j.append(&apply("c", 1)).unwrap();
+        let r = replay(dir.path()).unwrap();
+        assert_eq!(r.deadlines, BTreeMap::from([("a".into(), 150)]));
+        let ids: Vec<_> = r.leftovers.iter().map(|(q, _)| q.id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"]);
+    }
+
     #[test]
     fn applies_without_revert_are_leftovers_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::create(dir.path(), &[]).unwrap();
         for id in ["a", "b", "c"] {
-            j.append(&Record::Apply {
-                request: Box::new(request(id)),
-                revert: stop(1),
-            })
-            .unwrap();
+            j.append(&apply(id, 1)).unwrap();
         }
         j.append(&Record::Revert { id: "b".into() }).unwrap();
         let r = replay(dir.path()).unwrap();
@@ -276,21 +365,11 @@ mod tests {
     fn torn_and_corrupt_records_are_reported_and_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::create(dir.path(), &[]).unwrap();
-        j.append(&Record::Apply {
-            request: Box::new(request("good")),
-            revert: stop(5),
-        })
-        .unwrap();
-        let mut line = encode(&Record::Apply {
-            request: Box::new(request("flipped")),
-            revert: stop(6),
-        });
+        j.append(&apply("good", 5)).unwrap();
+        let mut line = encode(&apply("flipped", 6));
         // Corrupt one byte of the JSON so the checksum no longer matches.
         line = line.replacen("flipped", "flipPed", 1);
-        let torn = encode(&Record::Apply {
-            request: Box::new(request("torn")),
-            revert: stop(7),
-        });
+        let torn = encode(&apply("torn", 7));
         let mut f = OpenOptions::new()
             .append(true)
             .open(dir.path().join(JOURNAL_FILE))
@@ -316,11 +395,7 @@ mod tests {
     fn a_fresh_journal_keeps_only_what_is_asked() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::create(dir.path(), &[]).unwrap();
-        j.append(&Record::Apply {
-            request: Box::new(request("old")),
-            revert: stop(1),
-        })
-        .unwrap();
+        j.append(&apply("old", 1)).unwrap();
         drop(j);
         let _ = Journal::create(dir.path(), &[(request("kept"), stop(2))]).unwrap();
         let r = replay(dir.path()).unwrap();

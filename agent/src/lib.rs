@@ -30,6 +30,7 @@ pub mod stress;
 pub mod target;
 pub mod tc;
 pub mod tls;
+pub mod watchdog;
 
 pub use agent::{Agent, AgentConfig, AgentError, ApplyOutcome, RecoveryReport};
 pub use fault::{ActiveFault, Fault, FaultError};

@@ -95,6 +95,12 @@ impl ProcessRef {
         self.pidfd.is_some()
     }
 
+    /// The pidfd, when there is one: readable once the process has exited.
+    pub fn pidfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.pidfd.as_ref().map(|fd| fd.as_fd())
+    }
+
     /// Delivers `sig` to exactly this process.
     pub fn signal(&self, sig: rustix::process::Signal) -> Result<(), FaultError> {
         let what = format!("signal {sig:?} to process {}", self.pid);

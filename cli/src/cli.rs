@@ -31,6 +31,10 @@ pub enum Command {
     Controller(Box<crate::commands::controller::ControllerArgs>),
     /// Run the node agent: inject faults under leases, serve the agent API.
     Agent(crate::commands::agent::AgentArgs),
+    /// The agent's dead man's switch, started by `chaos agent` itself: reverts the
+    /// agent's faults at their lease deadlines if the agent dies (docs/agent.md).
+    #[command(hide = true)]
+    AgentWatchdog(crate::commands::agent::WatchdogArgs),
     /// Run the reference fleet: `fleet up` starts all five services, `fleet serve` one.
     Fleet(crate::commands::fleet::FleetArgs),
     /// Send open-model HTTP load at a constant rate and print the achieved rate, errors

@@ -187,6 +187,68 @@ fn memory_stress_shows_in_the_target_cgroups_memory_usage_and_is_released() {
     assert!(during - after >= 127 << 20, "released: {during} -> {after}");
 }
 
+/// The dead man's switch for stress (issue 17): burner threads and the memfd die with a
+/// SIGKILLed agent, so the target's cgroup stops being charged at once, long before the
+/// 30 s lease ends, with no agent and nothing for the watchdog to do.
+#[test]
+fn cpu_and_memory_stress_end_at_once_when_the_agent_is_killed() {
+    if !cgroup_v1_or_skip() {
+        return;
+    }
+    let cg = CgroupTarget::new("kill");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+    let (mut agent, api, _out) = start_agent(dir.path());
+    let mem_before = cg.read(2, "memory.usage_in_bytes");
+    for fault in [
+        r#"{"cpu":{"load":"80%"}}"#,
+        r#"{"memory":{"size":"64MiB"}}"#,
+    ] {
+        let id = if fault.contains("cpu") {
+            "cpu-k"
+        } else {
+            "mem-k"
+        };
+        let body = format!(
+            r#"{{"id":"{id}","experiment":"cg","target":{{"name":"t","pid":{}}},"fault":{fault},"ttl":"30s"}}"#,
+            cg.pid()
+        );
+        let (status, text) = call(api, "POST", "/v1/faults", &body);
+        assert_eq!(status, 201, "{text}");
+    }
+    let cpu_rate = |over: Duration| {
+        let u0 = cg.read(1, "cpuacct.usage");
+        std::thread::sleep(over);
+        (cg.read(1, "cpuacct.usage") - u0) as f64 / 1e9 / over.as_secs_f64()
+    };
+    let burning = cpu_rate(Duration::from_millis(500));
+    let mem_during = cg.read(2, "memory.usage_in_bytes");
+    agent.0.kill().unwrap();
+    let killed = Instant::now();
+    agent.0.wait().unwrap();
+    let after_kill = cpu_rate(Duration::from_millis(500));
+    let mem_after = cg.read(2, "memory.usage_in_bytes");
+    eprintln!(
+        "agent SIGKILLed: target cgroup CPU {burning:.3} -> {after_kill:.3} CPUs, memory {} -> {} MiB, measured within {:?} of the kill",
+        mem_during >> 20,
+        mem_after >> 20,
+        killed.elapsed()
+    );
+    assert!(burning >= 0.4, "the burners ran: {burning}");
+    assert!(
+        after_kill <= 0.02,
+        "the burners died with the agent: {after_kill}"
+    );
+    assert!(
+        mem_during - mem_before >= 63 << 20,
+        "{mem_before} -> {mem_during}"
+    );
+    assert!(
+        mem_during - mem_after >= 63 << 20,
+        "released: {mem_during} -> {mem_after}"
+    );
+}
+
 fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     common::call(addr, TOKEN, method, path, body)
 }

@@ -60,6 +60,9 @@ pub enum AgentError {
     /// Proxy management failed.
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    /// The watchdog could not be started: the agent does not run without it.
+    #[error(transparent)]
+    Watchdog(#[from] crate::watchdog::WatchdogError),
 }
 
 impl AgentError {
@@ -78,6 +81,7 @@ impl AgentError {
             AgentError::Proxy(ProxyError::NotFound(_)) => (404, "not_found"),
             AgentError::Proxy(ProxyError::Conflict { .. }) => (409, "conflict"),
             AgentError::Proxy(ProxyError::Bind { .. }) => (500, "proxy"),
+            AgentError::Watchdog(_) => (500, "watchdog"),
         }
     }
 }
@@ -93,6 +97,9 @@ pub struct AgentConfig {
     pub proxy_bind: IpAddr,
     /// What no request may touch.
     pub protection: Protection,
+    /// With a state directory: how to start the watchdog that reverts the faults at
+    /// their deadlines if this agent dies ([`crate::watchdog`]). `None` starts none.
+    pub watchdog: Option<crate::watchdog::WatchdogCommand>,
 }
 
 impl Default for AgentConfig {
@@ -101,6 +108,7 @@ impl Default for AgentConfig {
             state_dir: None,
             proxy_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             protection: Protection::default(),
+            watchdog: None,
         }
     }
 }
@@ -207,9 +215,23 @@ impl Agent {
         let journal = match &config.state_dir {
             Some(dir) => {
                 let dir = dir.clone();
-                let (journal, r) = tokio::task::spawn_blocking(move || recover(&dir))
-                    .await
-                    .expect("journal recovery does not panic")?;
+                let watchdog = config.watchdog.clone();
+                let (journal, r) = tokio::task::spawn_blocking(move || {
+                    // A live watchdog of the previous agent stops before the journal is
+                    // read, so each leftover is reverted once, by one of the two.
+                    let previous = crate::watchdog::stop_previous(&dir);
+                    if let Some(pid) = previous {
+                        tracing::info!(pid, "took over from the previous agent's watchdog");
+                    }
+                    let recovered = recover(&dir)?;
+                    if let Some(command) = watchdog {
+                        let w = crate::watchdog::spawn(&command, &dir, previous)?;
+                        tracing::info!(pid = w.pid, "watchdog started");
+                    }
+                    Ok::<_, AgentError>(recovered)
+                })
+                .await
+                .expect("journal recovery does not panic")?;
                 report = r;
                 Some(Mutex::new(journal))
             }
@@ -304,6 +326,7 @@ impl Agent {
                 j.lock().expect("journal poisoned").append(&Record::Apply {
                     request: Box::new(req.clone()),
                     revert,
+                    deadline_ms: Some(journal::monotonic_ms() + req.ttl.std().as_millis() as u64),
                 })?;
             }
             match prepared.apply(&req.target) {
@@ -445,6 +468,18 @@ impl Agent {
             e.state.lease.expires_at_ms = now_ms() + ttl.std().as_millis() as u64;
             e.state.lease.renewals += 1;
             e.renewed.notify_one();
+            if let Some(j) = &self.inner.journal {
+                let deadline_ms = journal::monotonic_ms() + ttl.std().as_millis() as u64;
+                let renewed = Record::Renew {
+                    id: id.into(),
+                    deadline_ms,
+                };
+                if let Err(err) = j.lock().expect("journal poisoned").note(&renewed) {
+                    // The live agent still honours the renewal; only a watchdog acting
+                    // after the agent's death would end the fault at the older deadline.
+                    tracing::warn!(id, error = %err, "could not journal a renewal");
+                }
+            }
             let mut s = e.state.clone();
             s.effect = e.fault.observe();
             return Ok(s);
@@ -657,6 +692,50 @@ async fn lease_watch(
     }
 }
 
+/// Reverts one journal leftover of an agent that is gone, saying what it did. The
+/// starting agent and the watchdog share it.
+pub(crate) fn undo_leftover(
+    request: &FaultRequest,
+    revert: &RevertRecord,
+) -> Result<String, FaultError> {
+    match revert {
+        RevertRecord::DiesWithAgent => Ok(format!(
+            "{} died with the previous agent",
+            request.fault.name()
+        )),
+        RevertRecord::NftTable { netns, table } => {
+            crate::nft::delete_leftover(netns, table).map(|deleted| {
+                if deleted {
+                    format!("deleted nft table {table}")
+                } else {
+                    format!("the namespace of nft table {table} is gone")
+                }
+            })
+        }
+        RevertRecord::RedirectTable { netns, table } => {
+            crate::redirect::delete_leftover(netns, table)
+                .map(|_| format!("deleted redirect table {table}"))
+        }
+        RevertRecord::TcShaping { netns, shaping } => crate::tc::undo_leftover(netns, shaping)
+            .map(|_| format!("removed tc shaping {shaping:?}")),
+        RevertRecord::UnpauseContainer { container_id } => crate::docker::Docker::from_env()
+            .unpause(container_id)
+            .map(|()| format!("unpaused container {container_id}")),
+        RevertRecord::StartContainer { container_id } => crate::docker::Docker::from_env()
+            .start(container_id)
+            .map(|()| format!("started killed container {container_id}")),
+        RevertRecord::ContinueProcess { pid, start_time } => {
+            crate::process::continue_leftover(*pid, *start_time).map(|continued| {
+                if continued {
+                    format!("continued stopped process {pid}")
+                } else {
+                    format!("process {pid} is gone or was recycled; not signalled")
+                }
+            })
+        }
+    }
+}
+
 /// Reads the journal, reverts leftovers and starts a fresh journal.
 fn recover(dir: &std::path::Path) -> Result<(Journal, RecoveryReport), JournalError> {
     let replay = journal::replay(dir)?;
@@ -666,43 +745,7 @@ fn recover(dir: &std::path::Path) -> Result<(Journal, RecoveryReport), JournalEr
     };
     let mut keep = Vec::new();
     for (request, revert) in replay.leftovers {
-        // Each arm says what reverting did; failing or succeeding is booked the same way.
-        let outcome = match &revert {
-            RevertRecord::DiesWithAgent => Ok(format!(
-                "{} died with the previous agent",
-                request.fault.name()
-            )),
-            RevertRecord::NftTable { netns, table } => crate::nft::delete_leftover(netns, table)
-                .map(|deleted| {
-                    if deleted {
-                        format!("deleted nft table {table}")
-                    } else {
-                        format!("the namespace of nft table {table} is gone")
-                    }
-                }),
-            RevertRecord::RedirectTable { netns, table } => {
-                crate::redirect::delete_leftover(netns, table)
-                    .map(|_| format!("deleted redirect table {table}"))
-            }
-            RevertRecord::TcShaping { netns, shaping } => crate::tc::undo_leftover(netns, shaping)
-                .map(|_| format!("removed tc shaping {shaping:?}")),
-            RevertRecord::UnpauseContainer { container_id } => crate::docker::Docker::from_env()
-                .unpause(container_id)
-                .map(|()| format!("unpaused container {container_id}")),
-            RevertRecord::StartContainer { container_id } => crate::docker::Docker::from_env()
-                .start(container_id)
-                .map(|()| format!("started killed container {container_id}")),
-            RevertRecord::ContinueProcess { pid, start_time } => {
-                crate::process::continue_leftover(*pid, *start_time).map(|continued| {
-                    if continued {
-                        format!("continued stopped process {pid}")
-                    } else {
-                        format!("process {pid} is gone or was recycled; not signalled")
-                    }
-                })
-            }
-        };
-        match outcome {
+        match undo_leftover(&request, &revert) {
             Ok(done) => report.reverted.push(format!("{}: {done}", request.id)),
             Err(e) => {
                 report.failed.push(format!("{}: {e}", request.id));

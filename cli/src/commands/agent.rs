@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use faultline_agent::api::{Api, Token};
 use faultline_agent::protect::{AllowRule, Protection};
+use faultline_agent::watchdog::WatchdogCommand;
 use faultline_agent::{Agent, AgentConfig};
 
 use crate::exit::InvalidInput;
@@ -59,6 +60,11 @@ pub struct AgentArgs {
     /// (`<namespace>_<pod>_<uid>`).
     #[arg(long, value_name = "DIR", default_value = faultline_agent::protect::POD_LOG_DIR)]
     pub pod_log_dir: PathBuf,
+    /// The host's cgroup tree (e.g. `/sys/fs/cgroup`): the watchdog moves into its root
+    /// cgroups, so it survives the agent's container being killed. Give it in a container
+    /// (compose, the DaemonSet); a host agent's watchdog stays in the agent's cgroup.
+    #[arg(long, value_name = "DIR")]
+    pub watchdog_leave_cgroups: Option<PathBuf>,
 }
 
 impl AgentArgs {
@@ -89,23 +95,65 @@ impl AgentArgs {
     }
 }
 
-/// Runs the agent until SIGTERM or Ctrl-C, then reverts every fault.
-pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
-    let format = args
-        .log_format
+/// Arguments of `chaos agent-watchdog` (started by `chaos agent`, not by people).
+#[derive(Debug, clap::Args)]
+pub struct WatchdogArgs {
+    /// The agent's state directory: its journal.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// The agent to watch.
+    #[arg(long)]
+    pub agent_pid: u32,
+    /// Its start time (`/proc/PID/stat` field 22), so a recycled PID is not watched.
+    #[arg(long)]
+    pub agent_start_time: u64,
+    /// Move into the root cgroups under this directory first (see `chaos agent`).
+    #[arg(long, value_name = "DIR")]
+    pub leave_cgroups: Option<PathBuf>,
+    /// Log format: `pretty` or `json`.
+    #[arg(long, default_value = "pretty")]
+    pub log_format: String,
+}
+
+fn init_logging(format: &str) -> anyhow::Result<()> {
+    let format = format
         .parse()
         .map_err(|e: faultline_telemetry::TelemetryError| InvalidInput(e.to_string()))?;
     faultline_telemetry::init_tracing(format, "info")?;
+    Ok(())
+}
+
+/// Watches an agent and reverts its faults at their deadlines if it dies.
+pub fn watchdog(args: &WatchdogArgs) -> anyhow::Result<ExitCode> {
+    init_logging(&args.log_format)?;
+    if let Some(root) = &args.leave_cgroups {
+        faultline_agent::watchdog::leave_cgroups(root)?;
+    }
+    faultline_agent::watchdog::run(&args.state_dir, args.agent_pid, args.agent_start_time)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the agent until SIGTERM or Ctrl-C, then reverts every fault.
+pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
+    init_logging(&args.log_format)?;
     let token = Token::from_file(&args.token_file).map_err(|e| InvalidInput(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("start the tokio runtime")?;
     runtime.block_on(async {
+        let mut watchdog_args = vec![format!("--log-format={}", args.log_format)];
+        if let Some(root) = &args.watchdog_leave_cgroups {
+            watchdog_args.push(format!("--leave-cgroups={}", root.display()));
+        }
         let (agent, report) = Agent::start(AgentConfig {
             state_dir: Some(args.state_dir.clone()),
             proxy_bind: args.proxy_bind,
             protection: args.protection()?,
+            watchdog: Some(WatchdogCommand {
+                program: std::env::current_exe().context("find this executable")?,
+                args: watchdog_args,
+            }),
         })
         .await
         .context("start the agent")?;

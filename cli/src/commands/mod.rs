@@ -20,6 +20,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema(args) => schema::run(&args),
         Command::Controller(args) => controller::run(&args),
         Command::Agent(args) => agent::run(&args),
+        Command::AgentWatchdog(args) => agent::watchdog(&args),
         Command::Fleet(args) => fleet::run(args),
         Command::Load(args) => load::run(&args),
         Command::Run(args) => run::run(&args),
