@@ -8,11 +8,11 @@
 #     experiment compose mode can run (the compose-only ones and the promql one, on the
 #     stack's Prometheus, included) passes against the resilient fleet, and the rest
 #     (pod selectors) are listed as skipped with their reason;
-#  4. the dead man's switch: the agent SIGSTOPs notifications' main process under a 4 s
-#     lease and its container is `docker kill`ed at once, never restarted; the agent's
-#     watchdog, which left the container's cgroups, continues the process at the lease's
-#     deadline (not before TTL - 0.3 s, not after TTL + 1 s). The agent then starts again
-#     for the next step;
+#  4. the dead man's switch: the agent SIGSTOPs notifications' main process, pauses
+#     inventory and kills payments under 4 s leases, and its container is `docker kill`ed
+#     at once, never restarted; the agent's watchdog, which left the container's cgroups,
+#     ends each fault at its lease's deadline (not before TTL - 0.3 s, not after
+#     TTL + 1 s). The agent then starts again for the next step;
 #  5. with the fleet's FL_RESILIENCE=off the quickstart must FAIL (exit 1; the report's
 #     outcome is `fail`, or `aborted` when the abort condition stops it first);
 #  6. tears everything down (containers, network, volume, its images) from an EXIT
@@ -160,28 +160,55 @@ for must in ("notifications-paused", "inventory-restarted", "payments-killed", "
 print(f"compose suite: {sum(o == 'pass' for o in runs.values())} passed, {sum(o == 'skipped' for o in runs.values())} skipped")
 PY
 
-# The dead man's switch survives `docker kill` of the agent's container.
+# The dead man's switch survives `docker kill` of the agent's container: three faults
+# the kernel cannot time out (SIGSTOP of notifications' main process, a paused inventory,
+# a killed payments) under a 4 s lease; the agent's container is killed right after and
+# not restarted. Each must end between TTL - 0.3 s and TTL + 1 s after its apply.
 ag="$(published agent 7070)"
-target_pid="$(docker inspect -f '{{.State.Pid}}' "$project-notifications-1")"
 ttl_ms=4000
 docker update --restart=no "$project-agent-1" >/dev/null
-applied_ms=$(date +%s%3N)
-curl -fsS -o /dev/null -X POST "http://$ag/v1/faults" \
-  -H "authorization: Bearer $(cat "$FL_AGENT_TOKEN_FILE")" -H 'content-type: application/json' \
-  -d "{\"id\":\"watchdog-stop\",\"experiment\":\"compose-e2e\",\"target\":{\"name\":\"notifications\",\"pid\":$target_pid},\"fault\":{\"process\":{\"signal\":\"SIGSTOP\"}},\"ttl\":\"${ttl_ms}ms\"}"
+apply_fault() { # id target-json fault-json -> apply time in ms
+  local t
+  t=$(date +%s%3N)
+  curl -fsS -o /dev/null -X POST "http://$ag/v1/faults" \
+    -H "authorization: Bearer $(cat "$FL_AGENT_TOKEN_FILE")" -H 'content-type: application/json' \
+    -d "{\"id\":\"$1\",\"experiment\":\"compose-e2e\",\"target\":$2,\"fault\":$3,\"ttl\":\"${ttl_ms}ms\"}"
+  echo "$t"
+}
+container_id() { docker inspect -f '{{.Id}}' "$project-$1-1"; }
+notifications_pid="$(docker inspect -f '{{.State.Pid}}' "$project-notifications-1")"
+stop_ms=$(apply_fault watchdog-stop "{\"name\":\"notifications\",\"pid\":$notifications_pid}" '{"process":{"signal":"SIGSTOP"}}')
+pause_ms=$(apply_fault watchdog-pause "{\"name\":\"inventory\",\"containerId\":\"$(container_id inventory)\"}" '{"container":{"action":"pause"}}')
+kill_ms=$(apply_fault watchdog-kill "{\"name\":\"payments\",\"containerId\":\"$(container_id payments)\"}" '{"container":{"action":"kill"}}')
 docker kill "$project-agent-1" >/dev/null
-state() { awk '{sub(/.*\) /, ""); print substr($0, 1, 1)}' "/proc/$target_pid/stat"; }
-[ "$(state)" = T ] || { echo "compose-e2e: notifications is not stopped after the apply" >&2; exit 1; }
-while [ "$(state)" = T ]; do
-  if [ $(($(date +%s%3N) - applied_ms)) -gt $((ttl_ms + 1000)) ]; then
-    echo "compose-e2e: FAIL: notifications still stopped past TTL + 1 s with the agent container killed" >&2
-    exit 1
-  fi
-  sleep 0.01
+stopped() { [ "$(awk '{sub(/.*\) /, ""); print substr($0, 1, 1)}' "/proc/$notifications_pid/stat")" = T ]; }
+paused() { [ "$(docker inspect -f '{{.State.Paused}}' "$project-inventory-1")" = true ]; }
+killed() { [ "$(docker inspect -f '{{.State.Running}}' "$project-payments-1")" = false ]; }
+faults=("stopped $stop_ms SIGSTOP" "paused $pause_ms pause" "killed $kill_ms kill")
+for fault in "${faults[@]}"; do
+  set -- $fault
+  $1 || { echo "compose-e2e: the $3 fault is not in force after the apply" >&2; exit 1; }
 done
-ended_ms=$(($(date +%s%3N) - applied_ms))
-log "watchdog: SIGSTOP with ttl ${ttl_ms}ms ended ${ended_ms}ms after the apply, agent container killed"
-[ "$ended_ms" -ge $((ttl_ms - 300)) ] || { echo "compose-e2e: FAIL: ended before its lease (${ended_ms}ms): not the watchdog's doing" >&2; exit 1; }
+# One loop watches all three, so each end is seen within a round of checks.
+while [ "${#faults[@]}" -gt 0 ]; do
+  left=()
+  for fault in "${faults[@]}"; do
+    set -- $fault
+    if $1; then
+      if [ $(($(date +%s%3N) - $2)) -gt $((ttl_ms + 1000)) ]; then
+        echo "compose-e2e: FAIL: the $3 fault outlived TTL + 1 s with the agent container killed" >&2
+        exit 1
+      fi
+      left+=("$fault")
+      continue
+    fi
+    ended_ms=$(($(date +%s%3N) - $2))
+    log "watchdog: $3 with ttl ${ttl_ms}ms ended ${ended_ms}ms after its apply, agent container killed"
+    [ "$ended_ms" -ge $((ttl_ms - 300)) ] || { echo "compose-e2e: FAIL: $3 ended before its lease (${ended_ms}ms): not the watchdog's doing" >&2; exit 1; }
+  done
+  faults=("${left[@]}")
+  sleep 0.02
+done
 [ "$(docker inspect -f '{{.State.Running}}' "$project-agent-1")" = false ] || { echo "compose-e2e: the agent container came back; the watchdog was not alone" >&2; exit 1; }
 docker update --restart=unless-stopped "$project-agent-1" >/dev/null
 docker start "$project-agent-1" >/dev/null

@@ -42,6 +42,10 @@ use crate::process::{ProcessRef, proc_stat};
 /// The file in the state directory naming the live watchdog: `PID START_TIME`.
 pub const PID_FILE: &str = "watchdog.pid";
 
+/// The watchdog's log in the state directory (it also logs to stderr, which may be a
+/// dead container's log pipe by the time it reverts anything).
+pub const LOG_FILE: &str = "watchdog.log";
+
 /// How often liveness is checked where there is no pidfd to poll (kernels before 5.3).
 const NO_PIDFD_POLL: Duration = Duration::from_millis(100);
 

@@ -1,7 +1,8 @@
 //! The dead man's switch (issue 17): a real `chaos agent` applies a fault with a 3 s
 //! lease and is SIGKILLed right after; nobody renews the lease and no agent starts again.
-//! Its watchdog ends the fault by TTL + 1 s: a SIGSTOPped target runs again, and tc
-//! shaping (htb on the egress device, the ifb device for ingress) is gone. A restarted
+//! Its watchdog ends the fault by TTL + 1 s: a SIGSTOPped target runs again, tc shaping
+//! (htb on the egress device, the ifb device for ingress) is gone, and a latency redirect
+//! into the dead agent's proxy stops matching (its kernel timeout) and its table is gone. A restarted
 //! agent takes over from a live watchdog instead: the watchdog exits before reverting
 //! anything and the agent reverts each leftover once.
 //!
@@ -14,14 +15,17 @@ mod common;
 #[path = "../../agent/tests/netns_common.rs"]
 mod netns_common;
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Reaped, start_agent, state_of};
 use faultline_spec::wire::FaultRequest;
-use faultline_spec::{Bandwidth, BandwidthLimit, Direction, FaultKind, NetworkAction};
+use faultline_spec::{
+    Bandwidth, BandwidthLimit, Direction, FaultKind, NetworkAction, NetworkFault,
+};
 use netns_common::NetPair;
 
 const TOKEN: &str = "watchdog-test-token-0123456789";
@@ -151,6 +155,69 @@ fn tc_shaping_in_both_directions_ends_by_its_lease_after_the_agent_is_killed() {
         "ended early: {ended:?}"
     );
     ended_within_bound(applied, "the watchdog", || !alive(watchdog));
+}
+
+/// One echo round trip from the client namespace: `None` when the connection is refused,
+/// reset or times out (a redirect into a dead proxy refuses).
+fn round_trip(ns: &str, addr: SocketAddr) -> Option<Duration> {
+    NetPair::in_ns(ns, move || {
+        let start = Instant::now();
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+        s.write_all(b"ping").ok()?;
+        let mut got = [0u8; 4];
+        s.read_exact(&mut got).ok()?;
+        Some(start.elapsed())
+    })
+}
+
+#[test]
+fn a_redirect_into_a_dead_proxy_ends_by_its_lease_after_the_agent_is_killed() {
+    let Some((pair, pid)) = NetPair::with_target_or_skip("watchdog redirect", 62) else {
+        return;
+    };
+    let (listener, addr) = pair.target_listener();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let base = round_trip(&pair.client, addr).expect("baseline round trip");
+    let dir = state_dir();
+    let fault = FaultKind::Network(NetworkFault {
+        ports: vec![addr.port()],
+        ..netns_common::network(netns_common::latency_ms(200), Direction::Ingress)
+    });
+    let request =
+        netns_common::request_on_pid("lat-redirect", "watchdog", pid, fault, TTL.as_secs());
+    let (applied, watchdog) =
+        apply_then_kill(dir.path(), &[serde_json::to_string(&request).unwrap()]);
+    // The proxy died with the agent; the redirect to it stays until its lease ends.
+    let during = round_trip(&pair.client, addr);
+    assert!(
+        during.is_none_or(|rtt| rtt >= Duration::from_millis(200)),
+        "the redirect is still in force: {during:?}"
+    );
+    let ended = ended_within_bound(applied, "the redirect", || {
+        round_trip(&pair.client, addr).is_some_and(|rtt| rtt < base + Duration::from_millis(50))
+    });
+    eprintln!(
+        "redirect latency with ttl {TTL:?}: direct round trips again {ended:?} after the apply (agent dead; during: {during:?})"
+    );
+    assert!(
+        ended >= TTL - Duration::from_millis(200),
+        "ended early: {ended:?}"
+    );
+    ended_within_bound(applied, "the watchdog", || !alive(watchdog));
+    assert!(!pair.tables().contains("faultline_"), "{}", pair.tables());
 }
 
 #[test]

@@ -115,17 +115,27 @@ pub struct WatchdogArgs {
     pub log_format: String,
 }
 
-fn init_logging(format: &str) -> anyhow::Result<()> {
-    let format = format
-        .parse()
-        .map_err(|e: faultline_telemetry::TelemetryError| InvalidInput(e.to_string()))?;
-    faultline_telemetry::init_tracing(format, "info")?;
-    Ok(())
+fn log_format(name: &str) -> Result<faultline_telemetry::LogFormat, InvalidInput> {
+    name.parse()
+        .map_err(|e: faultline_telemetry::TelemetryError| InvalidInput(e.to_string()))
 }
 
 /// Watches an agent and reverts its faults at their deadlines if it dies.
 pub fn watchdog(args: &WatchdogArgs) -> anyhow::Result<ExitCode> {
-    init_logging(&args.log_format)?;
+    let format = log_format(&args.log_format)?;
+    // Its stderr dies with the agent's container; the state directory keeps its log.
+    let path = args.state_dir.join(faultline_agent::watchdog::LOG_FILE);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    // Each watchdog writes a handful of lines; a log past 1 MiB starts over.
+    if log.metadata().is_ok_and(|m| m.len() > 1 << 20) {
+        log.set_len(0)
+            .with_context(|| format!("truncate {}", path.display()))?;
+    }
+    faultline_telemetry::logging::init_tracing_with_file(format, "info", log)?;
     if let Some(root) = &args.leave_cgroups {
         faultline_agent::watchdog::leave_cgroups(root)?;
     }
@@ -135,7 +145,7 @@ pub fn watchdog(args: &WatchdogArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs the agent until SIGTERM or Ctrl-C, then reverts every fault.
 pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
-    init_logging(&args.log_format)?;
+    faultline_telemetry::init_tracing(log_format(&args.log_format)?, "info")?;
     let token = Token::from_file(&args.token_file).map_err(|e| InvalidInput(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -43,13 +43,56 @@ pub fn env_filter(default_directive: &str) -> Result<EnvFilter, TelemetryError> 
 /// Installs the global subscriber: logs to stderr in `format`, filtered by
 /// [`env_filter`]. Fails if a subscriber is already installed.
 pub fn init_tracing(format: LogFormat, default_directive: &str) -> Result<(), TelemetryError> {
-    let filter = env_filter(default_directive)?;
     // Colour only for a terminal: escape codes in a redirected log file are noise.
     let ansi = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    install(format, default_directive, std::io::stderr, ansi, true)
+}
+
+/// [`init_tracing`] for a process that must outlive whoever reads its stderr (the agent's
+/// watchdog, whose stderr is a dead container's log pipe once the agent is killed): every
+/// line also goes to `file`, and a failed write to either is dropped. With plain
+/// [`init_tracing`], the subscriber reports a failed write with `eprintln!`, which panics
+/// on a broken stderr.
+pub fn init_tracing_with_file(
+    format: LogFormat,
+    default_directive: &str,
+    file: std::fs::File,
+) -> Result<(), TelemetryError> {
+    let file = std::sync::Arc::new(file);
+    let tee = move || Tee(file.clone());
+    install(format, default_directive, tee, false, false)
+}
+
+/// Writes to stderr and a file, ignoring the failures of both.
+struct Tee(std::sync::Arc<std::fs::File>);
+
+impl std::io::Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        let _ = (&*self.0).write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn install<W>(
+    format: LogFormat,
+    default_directive: &str,
+    writer: W,
+    ansi: bool,
+    log_internal_errors: bool,
+) -> Result<(), TelemetryError>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_env_filter(env_filter(default_directive)?)
+        .with_writer(writer)
+        .log_internal_errors(log_internal_errors);
     let result = match format {
         LogFormat::Pretty => builder.with_ansi(ansi).try_init(),
         LogFormat::Json => builder.json().with_current_span(true).try_init(),
