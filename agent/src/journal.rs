@@ -130,11 +130,18 @@ pub struct Replay {
     pub problems: Vec<String>,
 }
 
+/// Size past which the journal is compacted before the next record.
+pub const COMPACT_AT: u64 = 4 << 20;
+
 /// The open journal, appending records.
 #[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
     file: File,
+    /// Bytes in the file.
+    written: u64,
+    /// Compact before writing once `written` reaches this.
+    compact_at: u64,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
@@ -230,18 +237,24 @@ impl Journal {
     /// reverted, so the next start tries again). The new file replaces the old one
     /// atomically: written to a temporary file, fsynced, renamed, and the directory fsynced.
     pub fn create(dir: &Path, keep: &[(FaultRequest, RevertRecord)]) -> Result<Self, JournalError> {
+        let records = keep.iter().map(|(request, revert)| Record::Apply {
+            request: Box::new(request.clone()),
+            revert: revert.clone(),
+            deadline_ms: None,
+        });
+        Self::rewrite(dir, records)
+    }
+
+    /// Replaces the journal in `dir` with `records`, atomically.
+    fn rewrite(dir: &Path, records: impl Iterator<Item = Record>) -> Result<Self, JournalError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let path = dir.join(JOURNAL_FILE);
         let tmp = dir.join(format!("{JOURNAL_FILE}.tmp"));
         {
             let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-            for (request, revert) in keep {
-                let line = encode(&Record::Apply {
-                    request: Box::new(request.clone()),
-                    revert: revert.clone(),
-                    deadline_ms: None,
-                });
-                f.write_all(line.as_bytes()).map_err(io_err(&tmp))?;
+            for record in records {
+                f.write_all(encode(&record).as_bytes())
+                    .map_err(io_err(&tmp))?;
             }
             f.sync_all().map_err(io_err(&tmp))?;
         }
@@ -260,9 +273,12 @@ impl Journal {
             .append(true)
             .open(&path)
             .map_err(io_err(&path))?;
+        let written = file.metadata().map_err(io_err(&path))?.len();
         Ok(Self {
             dir: dir.to_path_buf(),
             file,
+            written,
+            compact_at: COMPACT_AT,
         })
     }
 
@@ -274,11 +290,43 @@ impl Journal {
     }
 
     /// Appends one record without waiting for the disk: other processes see it at once.
+    /// A journal grown past [`COMPACT_AT`] is compacted first.
     pub fn note(&mut self, record: &Record) -> Result<(), JournalError> {
+        if self.written >= self.compact_at {
+            self.compact()?;
+        }
         let path = self.dir.join(JOURNAL_FILE);
+        let line = encode(record);
         self.file
-            .write_all(encode(record).as_bytes())
-            .map_err(io_err(&path))
+            .write_all(line.as_bytes())
+            .map_err(io_err(&path))?;
+        self.written += line.len() as u64;
+        Ok(())
+    }
+
+    /// Rewrites the journal with only its open applies, each with its latest deadline.
+    /// Renewals would otherwise grow it without bound while the agent runs: a lease renewed
+    /// every few seconds writes about 150 bytes each time.
+    fn compact(&mut self) -> Result<(), JournalError> {
+        let replay = replay(&self.dir)?;
+        for p in &replay.problems {
+            tracing::warn!(problem = %p, "journal record dropped while compacting");
+        }
+        let deadlines = replay.deadlines;
+        let records = replay
+            .leftovers
+            .into_iter()
+            .map(|(request, revert)| Record::Apply {
+                deadline_ms: deadlines.get(&request.id).copied(),
+                request: Box::new(request),
+                revert,
+            });
+        let compact_at = self.compact_at;
+        *self = Self::rewrite(&self.dir, records)?;
+        // A journal that stays big after compaction (many open faults) is not compacted
+        // again until it has doubled.
+        self.compact_at = compact_at.max(self.written * 2);
+        Ok(())
     }
 }
 
@@ -345,6 +393,39 @@ mod tests {
         assert_eq!(r.deadlines, BTreeMap::from([("a".into(), 150)]));
         let ids: Vec<_> = r.leftovers.iter().map(|(q, _)| q.id.as_str()).collect();
         assert_eq!(ids, ["a", "c"]);
+    }
+
+    #[test]
+    fn renewals_are_compacted_away_keeping_open_applies_and_their_latest_deadlines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path(), &[]).unwrap();
+        j.compact_at = 4096;
+        j.append(&apply("reverted", 1)).unwrap();
+        j.append(&Record::Revert {
+            id: "reverted".into(),
+        })
+        .unwrap();
+        j.append(&Record::Apply {
+            request: Box::new(request("open")),
+            revert: stop(2),
+            deadline_ms: Some(1),
+        })
+        .unwrap();
+        for deadline_ms in 2..=1000 {
+            j.note(&Record::Renew {
+                id: "open".into(),
+                deadline_ms,
+            })
+            .unwrap();
+        }
+        let size = std::fs::metadata(dir.path().join(JOURNAL_FILE))
+            .unwrap()
+            .len();
+        assert!(size <= 8192, "compacted: {size} bytes after 1,000 renewals");
+        let r = replay(dir.path()).unwrap();
+        assert_eq!(r.leftovers, vec![(request("open"), stop(2))]);
+        assert_eq!(r.deadlines, BTreeMap::from([("open".into(), 1000)]));
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
     }
 
     #[test]
