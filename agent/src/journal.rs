@@ -157,6 +157,11 @@ pub fn monotonic_ms() -> u64 {
     t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
 }
 
+/// The journal deadline of a lease of `ttl` starting now.
+pub fn deadline_in(ttl: std::time::Duration) -> u64 {
+    monotonic_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn encode(record: &Record) -> String {
     let json = serde_json::to_string(record).expect("journal records always serialize");
     format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()))

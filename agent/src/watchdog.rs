@@ -88,15 +88,6 @@ pub struct WatchdogCommand {
     pub args: Vec<String>,
 }
 
-/// A started watchdog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Started {
-    /// Its PID.
-    pub pid: u32,
-    /// The PID of the previous watchdog it took over from, if one was alive.
-    pub took_over_from: Option<u32>,
-}
-
 /// Stops the previous agent's watchdog, if one is alive, and waits until it has exited.
 /// Call before reading the journal. Returns its PID.
 pub fn stop_previous(dir: &Path) -> Option<u32> {
@@ -132,11 +123,8 @@ fn alive(pid: u32, start: u64) -> bool {
 
 /// Starts the watchdog for this agent, in its own process group. Waits until it says it
 /// watches (so it holds its pidfd on a live agent), then records it in `watchdog.pid`.
-pub fn spawn(
-    how: &WatchdogCommand,
-    dir: &Path,
-    took_over_from: Option<u32>,
-) -> Result<Started, WatchdogError> {
+/// Returns its PID.
+pub fn spawn(how: &WatchdogCommand, dir: &Path) -> Result<u32, WatchdogError> {
     let me = std::process::id();
     let start = proc_stat(me)
         .ok_or_else(|| WatchdogError::Agent("cannot read the agent's own /proc entry".into()))?
@@ -186,10 +174,7 @@ pub fn spawn(
             Err(e) => tracing::warn!(pid, error = %e, "could not wait for the watchdog"),
         })
         .map_err(io("start the watchdog reaper thread"))?;
-    Ok(Started {
-        pid,
-        took_over_from,
-    })
+    Ok(pid)
 }
 
 /// Moves this process into the root cgroup of every hierarchy mounted under `root`

@@ -11,23 +11,6 @@ use faultline_agent::{Agent, AgentConfig};
 use faultline_spec::{Direction, FaultKind, NetworkFault};
 use netns_common::NetPair;
 
-fn echo(listener: std::net::TcpListener) {
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let _ = s.set_nodelay(true);
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-}
-
 /// Mean round trip of `n` small echoes on one connection from the client namespace.
 fn mean_rtt(pair: &NetPair, addr: SocketAddr, n: usize) -> Duration {
     mean_rtt_from(&pair.client, addr, n)
@@ -57,7 +40,7 @@ async fn redirect_proxy_adds_the_asked_delay_measured_at_the_client() {
         return;
     };
     let (l, addr) = pair.target_listener();
-    echo(l);
+    netns_common::echo_on(l);
     let (agent, _dir) = netns_common::agent_with_state_dir().await;
     let base = tokio::task::block_in_place(|| mean_rtt(&pair, addr, 50));
 
@@ -99,7 +82,7 @@ async fn egress_latency_delays_the_targets_own_calls_and_the_proxy_is_not_redire
     };
     // The target calls a server in the client namespace.
     let (l, addr) = pair.client_listener();
-    echo(l);
+    netns_common::echo_on(l);
     let (agent, _) = Agent::start(AgentConfig::default()).await.unwrap();
     let target_ns = pair.target.clone();
     let base = tokio::task::block_in_place(|| mean_rtt_from(&target_ns, addr, 50));

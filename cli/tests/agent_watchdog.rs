@@ -74,6 +74,17 @@ fn sigstop(id: &str, pid: u32, ttl: &str) -> String {
     )
 }
 
+/// [`ended_within_bound`] for a fault's effect, which must also last its whole lease (the
+/// journalled deadline is taken just before the apply, hence 200 ms of slack).
+fn ended_by_its_lease(since: Instant, what: &str, done: impl FnMut() -> bool) -> Duration {
+    let ended = ended_within_bound(since, what, done);
+    assert!(
+        ended >= TTL - Duration::from_millis(200),
+        "{what} ended early, {ended:?} after the apply"
+    );
+    ended
+}
+
 fn apply_then_kill(dir: &Path, requests: &[String]) -> (Instant, u32) {
     let (mut agent, api, _out) = start_agent(dir);
     let watchdog = watchdog_pid(dir).expect("the agent started a watchdog");
@@ -100,15 +111,11 @@ fn a_sigstopped_target_runs_again_by_its_lease_after_the_agent_is_killed() {
         Some('T'),
         "still stopped right after the kill"
     );
-    let ended = ended_within_bound(applied, "SIGSTOP", || {
+    let ended = ended_by_its_lease(applied, "SIGSTOP", || {
         matches!(state_of(pid), Some('R' | 'S'))
     });
     eprintln!(
         "SIGSTOP with ttl {TTL:?}: the target ran again {ended:?} after the apply (agent dead)"
-    );
-    assert!(
-        ended >= TTL - Duration::from_millis(200),
-        "ended early: {ended:?}"
     );
     let gone = ended_within_bound(applied, "the watchdog", || !alive(watchdog));
     eprintln!("the watchdog exited {gone:?} after the apply");
@@ -144,15 +151,11 @@ fn tc_shaping_in_both_directions_ends_by_its_lease_after_the_agent_is_killed() {
         pair.qdiscs()
     );
     assert_ne!(pair.links(), links_before, "the ifb device is there");
-    let ended = ended_within_bound(applied, "tc shaping", || {
+    let ended = ended_by_its_lease(applied, "tc shaping", || {
         pair.qdiscs() == qdiscs_before && pair.links() == links_before
     });
     eprintln!(
         "tc shaping (egress htb, ingress ifb) with ttl {TTL:?}: removed {ended:?} after the apply (agent dead)"
-    );
-    assert!(
-        ended >= TTL - Duration::from_millis(200),
-        "ended early: {ended:?}"
     );
     ended_within_bound(applied, "the watchdog", || !alive(watchdog));
 }
@@ -177,19 +180,7 @@ fn a_redirect_into_a_dead_proxy_ends_by_its_lease_after_the_agent_is_killed() {
         return;
     };
     let (listener, addr) = pair.target_listener();
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 64];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    netns_common::echo_on(listener);
     let base = round_trip(&pair.client, addr).expect("baseline round trip");
     let dir = state_dir();
     let fault = FaultKind::Network(NetworkFault {
@@ -206,15 +197,11 @@ fn a_redirect_into_a_dead_proxy_ends_by_its_lease_after_the_agent_is_killed() {
         during.is_none_or(|rtt| rtt >= Duration::from_millis(200)),
         "the redirect is still in force: {during:?}"
     );
-    let ended = ended_within_bound(applied, "the redirect", || {
+    let ended = ended_by_its_lease(applied, "the redirect", || {
         round_trip(&pair.client, addr).is_some_and(|rtt| rtt < base + Duration::from_millis(50))
     });
     eprintln!(
         "redirect latency with ttl {TTL:?}: direct round trips again {ended:?} after the apply (agent dead; during: {during:?})"
-    );
-    assert!(
-        ended >= TTL - Duration::from_millis(200),
-        "ended early: {ended:?}"
     );
     ended_within_bound(applied, "the watchdog", || !alive(watchdog));
     assert!(!pair.tables().contains("faultline_"), "{}", pair.tables());

@@ -225,8 +225,8 @@ impl Agent {
                     }
                     let recovered = recover(&dir)?;
                     if let Some(command) = watchdog {
-                        let w = crate::watchdog::spawn(&command, &dir, previous)?;
-                        tracing::info!(pid = w.pid, "watchdog started");
+                        let pid = crate::watchdog::spawn(&command, &dir)?;
+                        tracing::info!(pid, "watchdog started");
                     }
                     Ok::<_, AgentError>(recovered)
                 })
@@ -326,7 +326,7 @@ impl Agent {
                 j.lock().expect("journal poisoned").append(&Record::Apply {
                     request: Box::new(req.clone()),
                     revert,
-                    deadline_ms: Some(journal::monotonic_ms() + req.ttl.std().as_millis() as u64),
+                    deadline_ms: Some(journal::deadline_in(req.ttl.std())),
                 })?;
             }
             match prepared.apply(&req.target) {
@@ -460,37 +460,48 @@ impl Agent {
         if ttl.std().is_zero() {
             return Err(AgentError::ZeroTtl);
         }
-        let mut table = self.inner.table.lock().expect("fault table poisoned");
-        if let Some(e) = table.active.get_mut(id) {
-            e.fault.renew(ttl.std())?;
-            e.deadline = Instant::now() + ttl.std();
-            e.state.lease.ttl = ttl;
-            e.state.lease.expires_at_ms = now_ms() + ttl.std().as_millis() as u64;
-            e.state.lease.renewals += 1;
-            e.renewed.notify_one();
-            if let Some(j) = &self.inner.journal {
-                let deadline_ms = journal::monotonic_ms() + ttl.std().as_millis() as u64;
-                let renewed = Record::Renew {
-                    id: id.into(),
-                    deadline_ms,
-                };
-                if let Err(err) = j.lock().expect("journal poisoned").note(&renewed) {
-                    // The live agent still honours the renewal; only a watchdog acting
-                    // after the agent's death would end the fault at the older deadline.
-                    tracing::warn!(id, error = %err, "could not journal a renewal");
+        let renewed = {
+            let mut table = self.inner.table.lock().expect("fault table poisoned");
+            match table.active.get_mut(id) {
+                Some(e) => {
+                    e.fault.renew(ttl.std())?;
+                    e.deadline = Instant::now() + ttl.std();
+                    e.state.lease.ttl = ttl;
+                    e.state.lease.expires_at_ms = now_ms() + ttl.std().as_millis() as u64;
+                    e.state.lease.renewals += 1;
+                    e.renewed.notify_one();
+                    let mut s = e.state.clone();
+                    s.effect = e.fault.observe();
+                    s
+                }
+                None => {
+                    return Err(
+                        match table.reverting.get(id).or_else(|| table.finished.get(id)) {
+                            Some((_, s)) => AgentError::NotActive {
+                                id: id.into(),
+                                phase: s.phase,
+                            },
+                            None => AgentError::NotFound(id.into()),
+                        },
+                    );
                 }
             }
-            let mut s = e.state.clone();
-            s.effect = e.fault.observe();
-            return Ok(s);
-        }
-        match table.reverting.get(id).or_else(|| table.finished.get(id)) {
-            Some((_, s)) => Err(AgentError::NotActive {
+        };
+        // Journalled outside the table lock: a write, or now and then a compaction, must
+        // not hold up every other call. A renewal that lands after the fault's revert
+        // record is ignored by the journal's readers.
+        if let Some(j) = &self.inner.journal {
+            let record = Record::Renew {
                 id: id.into(),
-                phase: s.phase,
-            }),
-            None => Err(AgentError::NotFound(id.into())),
+                deadline_ms: journal::deadline_in(ttl.std()),
+            };
+            if let Err(err) = j.lock().expect("journal poisoned").note(&record) {
+                // The live agent still honours the renewal; only a watchdog acting after
+                // the agent's death would end the fault at the older deadline.
+                tracing::warn!(id, error = %err, "could not journal a renewal");
+            }
         }
+        Ok(renewed)
     }
 
     /// Reverts a fault. Returns its final state, the remembered state when it was already
