@@ -84,6 +84,13 @@ teardown() {
   if [ "$rc" -ne 0 ]; then
     log "failed (exit $rc); last logs:"
     "${dc[@]}" logs --no-color --tail=30 2>&1 | tail -120 || true
+    log "the agent's warnings and errors:"
+    "${dc[@]}" logs --no-color agent 2>&1 | grep -E '"level":"(WARN|ERROR)"' | tail -30 || true
+    # Last, so a log that keeps only the tail still says why.
+    if [ -s "$work/why" ]; then
+      log "why it failed:"
+      cat "$work/why"
+    fi
   fi
   log "tearing down project $project"
   "${dc[@]}" down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1 || true
@@ -116,9 +123,26 @@ wait_ready() {
       curl -fsS -o /dev/null "http://$ag/healthz"; then
       return 0
     fi
-    [ "$SECONDS" -lt "$deadline" ] || { echo "compose-e2e: the stack did not become ready within 60s" >&2; return 1; }
+    [ "$SECONDS" -lt "$deadline" ] || fail "the stack did not become ready within 60s"
     sleep 1
   done
+}
+
+# Fails the test: $1 is also printed last, after the logs, by the teardown.
+fail() {
+  echo "compose-e2e: $1" | tee -a "$work/why" >&2
+  exit 1
+}
+
+# The experiments of suite index $1 that did not pass, with their reasons.
+not_passed() {
+  python3 - "$1" <<'PY' || echo "compose-e2e: no suite index at $1"
+import json, sys
+index = json.load(open(sys.argv[1]))
+for e in index["experiments"]:
+    if e["outcome"] not in ("pass", "skipped"):
+        print(f"  {e['name']}: {e['outcome']}: {e['reason']}")
+PY
 }
 
 # Runs experiments ($3...) against the stack; $1 is the expected exit code, $2 names
@@ -133,6 +157,7 @@ run_compose() {
   log "$name: chaos run exited $rc in $((SECONDS - start))s (want $want)"
   if [ "$rc" -ne "$want" ]; then
     cat "$work/$name.out" >&2
+    not_passed "$work/$name.json" >"$work/why"
     return 1
   fi
 }
@@ -146,10 +171,11 @@ start=$SECONDS
 wait_ready
 log "stack up and ready in $((SECONDS - start))s"
 
-run_compose 0 resilient experiments/
+mapfile -t suite < <(ls experiments/*.yaml)
+run_compose 0 resilient "${suite[@]}"
 # The suite index: every experiment passed or was skipped, and the compose-only and
 # promql experiments are among those that ran.
-python3 - "$work/resilient.json" <<'PY'
+python3 - "$work/resilient.json" 2>"$work/why" <<'PY'
 import json, sys
 index = json.load(open(sys.argv[1]))
 runs = {e["name"]: e["outcome"] for e in index["experiments"]}
@@ -187,7 +213,7 @@ killed() { [ "$(docker inspect -f '{{.State.Running}}' "$project-payments-1")" =
 faults=("stopped $stop_ms SIGSTOP" "paused $pause_ms pause" "killed $kill_ms kill")
 for fault in "${faults[@]}"; do
   set -- $fault
-  $1 || { echo "compose-e2e: the $3 fault is not in force after the apply" >&2; exit 1; }
+  $1 || { fail "the $3 fault is not in force after the apply"; }
 done
 # One loop watches all three, so each end is seen within a round of checks.
 while [ "${#faults[@]}" -gt 0 ]; do
@@ -196,20 +222,19 @@ while [ "${#faults[@]}" -gt 0 ]; do
     set -- $fault
     if $1; then
       if [ $(($(date +%s%3N) - $2)) -gt $((ttl_ms + 1000)) ]; then
-        echo "compose-e2e: FAIL: the $3 fault outlived TTL + 1 s with the agent container killed" >&2
-        exit 1
+        fail "FAIL: the $3 fault outlived TTL + 1 s with the agent container killed"
       fi
       left+=("$fault")
       continue
     fi
     ended_ms=$(($(date +%s%3N) - $2))
     log "watchdog: $3 with ttl ${ttl_ms}ms ended ${ended_ms}ms after its apply, agent container killed"
-    [ "$ended_ms" -ge $((ttl_ms - 300)) ] || { echo "compose-e2e: FAIL: $3 ended before its lease (${ended_ms}ms): not the watchdog's doing" >&2; exit 1; }
+    [ "$ended_ms" -ge $((ttl_ms - 300)) ] || { fail "FAIL: $3 ended before its lease (${ended_ms}ms): not the watchdog's doing"; }
   done
   faults=("${left[@]}")
   sleep 0.02
 done
-[ "$(docker inspect -f '{{.State.Running}}' "$project-agent-1")" = false ] || { echo "compose-e2e: the agent container came back; the watchdog was not alone" >&2; exit 1; }
+[ "$(docker inspect -f '{{.State.Running}}' "$project-agent-1")" = false ] || { fail "the agent container came back; the watchdog was not alone"; }
 docker update --restart=unless-stopped "$project-agent-1" >/dev/null
 docker start "$project-agent-1" >/dev/null
 wait_ready
@@ -223,6 +248,6 @@ docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$project-orders-1
 run_compose 1 fragile experiments/quickstart.yaml
 # Exit 1 is an SLO violation or an abort (the quickstart's abort condition, gateway
 # errors above 20% for 5s, usually stops a fragile fleet's run early).
-grep -Eq '"outcome": *"(fail|aborted)"' "$work/fragile.json" || { echo "compose-e2e: report says neither fail nor aborted" >&2; exit 1; }
+grep -Eq '"outcome": *"(fail|aborted)"' "$work/fragile.json" || { fail "report says neither fail nor aborted"; }
 
 log "PASS: resilient fleet passed, fragile fleet failed"

@@ -5,9 +5,9 @@
 //! The apply half runs a compressed copy of each experiment: the same faults on the same
 //! targets with the same parameters, in the same mode, but each injected at 1 s for 2 s,
 //! without steady state, recovery or abort conditions, so the whole property takes about
-//! a minute rather than the length of the suite. The SLO verdicts of the compressed runs
-//! are not the point (the suite judges them at full length); a fault that could not be
-//! applied is, and so is an infrastructure error.
+//! a minute rather than the length of the suite. The SLO and effect verdicts of the
+//! compressed runs are not the point (the suite judges them at full length); a fault that
+//! could not be applied is, and so is an infrastructure error.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -103,6 +103,7 @@ fn every_fault_a_passing_dry_run_accepts_is_applied_without_refusal() {
     let dir = tempfile::tempdir().unwrap();
     let mut checked = Vec::new();
     let mut not_local = Vec::new();
+    let mut no_faults = Vec::new();
     for (file, doc) in shipped() {
         let name = name_of(&doc);
         let path = dir.path().join(format!("{name}.yaml"));
@@ -126,6 +127,11 @@ fn every_fault_a_passing_dry_run_accepts_is_applied_without_refusal() {
             "{file}/{name}: the dry run neither passed nor skipped: {} {stderr}",
             dry["verdict"]
         );
+        // A surge-only experiment has no fault for the property to hold of.
+        if dry["faults"].as_array().is_none_or(Vec::is_empty) {
+            no_faults.push(name);
+            continue;
+        }
         for fault in dry["faults"].as_array().unwrap() {
             assert!(
                 fault["backend"].is_string(),
@@ -142,8 +148,12 @@ fn every_fault_a_passing_dry_run_accepts_is_applied_without_refusal() {
         let (code, report, stderr) =
             run(&short, &[], &dir.path().join(format!("{name}-short.json")));
         let outcome = report["verdict"]["outcome"].as_str().unwrap_or("none");
+        // `inconclusive` is an effect verdict, not a refusal: the compressed schedule runs
+        // every fault at once, so one downstream of another may see no traffic (a test run:
+        // critical-leaf-stalls' stalled payments matched no /charge while inventory was
+        // stalled too). Refusals are checked per fault below; an error still fails here.
         assert!(
-            matches!(outcome, "pass" | "fail"),
+            matches!(outcome, "pass" | "fail" | "inconclusive"),
             "{file}/{name}: after a passing dry run the run ended {outcome} (exit {code}): {} {stderr}",
             report["verdict"]["reason"]
         );
@@ -164,6 +174,6 @@ fn every_fault_a_passing_dry_run_accepts_is_applied_without_refusal() {
     // The property must not hold vacuously: every experiment local mode can run is here.
     assert!(
         checked.len() >= 9,
-        "only {checked:?} were checked; skipped: {not_local:?}"
+        "only {checked:?} were checked; skipped: {not_local:?}; without faults: {no_faults:?}"
     );
 }

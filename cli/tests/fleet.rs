@@ -347,7 +347,7 @@ async fn orders_with_slow_payments(
     let opts = options()
         .resilience(resilience)
         .env("FL_ATTEMPT_TIMEOUT_MS", "150");
-    let fleet = Fleet::start_wired(opts, |edge, upstream| {
+    let fleet = Fleet::start_wired(opts, |edge, _replica, upstream| {
         if edge != slow_edge {
             return upstream;
         }
@@ -361,8 +361,8 @@ async fn orders_with_slow_payments(
     .await
     .expect("fleet starts");
     assert_ne!(
-        fleet.dial_addr(slow_edge),
-        Some(fleet.addr(Service::Payments)),
+        fleet.dial_addrs(slow_edge),
+        [fleet.addr(Service::Payments)],
         "orders dials the proxy, not payments"
     );
     let c = client();
@@ -486,8 +486,9 @@ async fn every_service_metrics_round_trip_through_prometheus_parse_without_loss(
     let (bad, _) = post_order(&c, &fleet, "{").await;
     assert_eq!(bad.status(), 400);
     let mut families: BTreeMap<Service, usize> = BTreeMap::new();
-    for (service, url) in fleet.metrics_targets() {
-        let text = c.get(url).send().await.unwrap().text();
+    for replica in fleet.metrics_targets() {
+        let service = replica.service;
+        let text = c.get(replica.metrics_url()).send().await.unwrap().text();
         let parsed = parse(&text);
         assert_eq!(
             parsed_sample_lines(&parsed),
@@ -680,4 +681,70 @@ fn fleet_serve_announces_its_address_first_and_exits_0_on_sigterm() {
     .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "graceful shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_run_as_processes_of_their_own_and_their_dependant_uses_each() {
+    let fleet = Fleet::start(options().replicas(Service::Inventory, 2))
+        .await
+        .expect("fleet starts");
+    let replicas = fleet.replicas(Service::Inventory);
+    let names: Vec<&str> = replicas.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["inventory-1", "inventory-2"]);
+    assert_ne!(replicas[0].addr, replicas[1].addr);
+    assert_ne!(replicas[0].pid, replicas[1].pid);
+    assert!(replicas.iter().all(|r| r.pid.is_some_and(alive)));
+    let edge = Edge {
+        from: Service::Orders,
+        to: Service::Inventory,
+    };
+    assert_eq!(
+        fleet.dial_addrs(edge),
+        [replicas[0].addr, replicas[1].addr],
+        "orders dials both replicas"
+    );
+    assert_eq!(fleet.replicas(Service::Payments).len(), 1);
+    assert_eq!(fleet.replicas(Service::Payments)[0].name, "payments");
+
+    let c = client();
+    for _ in 0..40 {
+        assert_eq!(post_order(&c, &fleet, ORDER).await.0.status(), 201);
+    }
+    // Each replica answered some of the 40 reservations: orders balances over both.
+    let mut served = Vec::new();
+    for r in &replicas {
+        let text = c.get(r.metrics_url()).send().await.unwrap().text();
+        let reserved = parse(&text)
+            .samples
+            .iter()
+            .filter(|s| {
+                s.metric == "http_server_requests_total"
+                    && s.labels.get("route") == Some("/reserve")
+            })
+            .map(|s| match s.value {
+                Value::Counter(v) | Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum::<f64>();
+        served.push(reserved);
+    }
+    assert!(
+        served.iter().all(|n| *n >= 1.0),
+        "reservations per replica: {served:?}"
+    );
+    assert!(served.iter().sum::<f64>() >= 40.0, "{served:?}");
+
+    // One replica gone: the other keeps placements going.
+    let gone = replicas[0].pid.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(gone).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for _ in 0..10 {
+        let (resp, _) = post_order(&c, &fleet, ORDER).await;
+        assert_eq!(resp.status(), 201, "{}", resp.text());
+    }
+    fleet.stop().await;
+    assert!(!alive(replicas[1].pid.unwrap()), "stop ends every replica");
 }

@@ -136,7 +136,7 @@ async fn run(resilience: bool) -> Outcome {
     // The abort front must exist before the fleet dials it, but it needs notifications'
     // address: wire it through a placeholder proxy address resolved at start.
     let mut pending_notify = None;
-    let fleet = Fleet::start_wired(options, |edge, upstream| {
+    let fleet = Fleet::start_wired(options, |edge, _replica, upstream| {
         if edge == payments_edge {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.set_nonblocking(true).unwrap();

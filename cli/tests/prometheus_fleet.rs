@@ -149,9 +149,9 @@ async fn embedded_engine_agrees_with_prometheus_on_a_running_fleet() -> Result<(
         fleet
             .metrics_targets()
             .into_iter()
-            .map(|(s, url)| ScrapeTarget {
-                instance: s.name().into(),
-                url,
+            .map(|r| ScrapeTarget {
+                url: r.metrics_url(),
+                instance: r.name,
             })
             .collect(),
         Duration::from_secs(1),
@@ -181,6 +181,7 @@ async fn embedded_engine_agrees_with_prometheus_on_a_running_fleet() -> Result<(
                 weight: 1,
             },
         ],
+        surges: Vec::new(),
     };
     let (cfg, transport) =
         LoadConfig::from_spec(&spec, &fleet.url(Service::Gateway), Duration::from_secs(45))?;

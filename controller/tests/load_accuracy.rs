@@ -51,7 +51,10 @@ async fn achieved_rate_is_within_one_percent_of_the_target_at_1k_and_10k_per_sec
         let request = HttpRequest::new("GET", &base, "/hello", vec![], None)?;
         let m = Arc::new(RwLock::new(ClientMeasurements::new("hello")));
         let config = LoadConfig {
-            mode: Mode::Open { rate },
+            mode: Mode::Open {
+                rate,
+                spells: Vec::new(),
+            },
             duration: Duration::from_secs(3),
             connections,
             max_connections: connections,

@@ -33,7 +33,9 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use config::{ConfigError, ServiceConfig};
-pub use launcher::{ChildLogs, Fleet, LaunchError, LaunchOptions, RestartPolicy};
+pub use launcher::{
+    ChildLogs, Fleet, LaunchError, LaunchOptions, Replica, RestartPolicy, replica_name,
+};
 
 /// One of the five reference services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

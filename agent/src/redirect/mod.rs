@@ -150,6 +150,8 @@ pub struct RedirectHandle {
     rule: Arc<Rule>,
     cancel: CancellationToken,
     port: u16,
+    /// Established inbound connections reset when the redirect went in.
+    reset_inbound: usize,
     deleted: bool,
 }
 
@@ -228,14 +230,15 @@ fn original_dst(s: &TcpStream) -> std::io::Result<SocketAddr> {
 }
 
 /// Resets the established inbound connections on `netns`'s listening TCP ports other
-/// than `proxy_port` (see the module docs). Best effort: without `ss` or the kernel's
-/// sock_destroy the fault still applies to every new connection, and a warning says so.
-fn reset_inbound(netns: &Netns, proxy_port: u16) {
+/// than `proxy_port` (see the module docs) and returns how many it reset. Best effort:
+/// without `ss` or the kernel's sock_destroy the fault still applies to every new
+/// connection, and a warning says so.
+fn reset_inbound(netns: &Netns, proxy_port: u16) -> usize {
     let listening = match crate::tc::run(netns, "ss", &["-H", "-l", "-t", "-n"]) {
         Ok(out) => out,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list listening ports; pooled connections keep bypassing the redirect");
-            return;
+            return 0;
         }
     };
     let mut ports: Vec<u16> = listening
@@ -253,7 +256,7 @@ fn reset_inbound(netns: &Netns, proxy_port: u16) {
     ports.sort_unstable();
     ports.dedup();
     if ports.is_empty() {
-        return;
+        return 0;
     }
     let filter = ports
         .iter()
@@ -261,12 +264,21 @@ fn reset_inbound(netns: &Netns, proxy_port: u16) {
         .collect::<Vec<_>>()
         .join(" or ");
     let filter = format!("( {filter} )");
-    if let Err(e) = crate::tc::run(
+    // `ss -K` lists each socket it destroyed.
+    match crate::tc::run(
         netns,
         "ss",
-        &["-K", "-t", "-n", "state", "established", &filter],
+        &["-K", "-H", "-t", "-n", "state", "established", &filter],
     ) {
-        tracing::warn!(error = %e, "cannot reset established connections; pooled connections keep bypassing the redirect");
+        Ok(out) => {
+            let reset = out.lines().filter(|l| !l.trim().is_empty()).count();
+            tracing::info!(reset, ports = ?ports, "reset the established inbound connections so they reconnect through the redirect");
+            reset
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot reset established connections; pooled connections keep bypassing the redirect");
+            0
+        }
     }
 }
 
@@ -351,12 +363,13 @@ impl Fault for RedirectLatency {
             rule,
             cancel,
             port,
+            reset_inbound: 0,
             deleted: true,
         };
         nft::run_script(&handle.netns, &self.script(port))?;
         handle.deleted = false;
         if self.ingress {
-            reset_inbound(&handle.netns, port);
+            handle.reset_inbound = reset_inbound(&handle.netns, port);
         }
         Ok(handle)
     }
@@ -378,6 +391,14 @@ impl Fault for RedirectLatency {
             handle.netns.path().display(),
             e.summary
         );
+        if self.ingress {
+            let reset = handle.reset_inbound;
+            e.metrics
+                .insert("reset_inbound_connections".into(), reset as f64);
+            e.summary.push_str(&format!(
+                " ({reset} established inbound connections reset at the start)"
+            ));
+        }
         e
     }
 

@@ -52,6 +52,10 @@ pub enum FleetCommand {
         /// Write each service's log to DIR/SERVICE.log instead of this terminal.
         #[arg(long, value_name = "DIR")]
         log_dir: Option<PathBuf>,
+        /// Run N replicas of SERVICE (repeatable), each with its own address; its
+        /// dependants balance over them. One replica of each service otherwise.
+        #[arg(long, value_name = "SERVICE=N", value_parser = parse_replicas)]
+        replicas: Vec<(Service, u32)>,
     },
     /// Print the names `FL_DISABLE` and `--disable` accept, one per line: every resilience
     /// policy the fleet can run without (for scripts such as scripts/kill-matrix.sh).
@@ -70,6 +74,7 @@ pub fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
             no_resilience,
             disable,
             log_dir,
+            replicas,
         } => {
             let disabled = if no_resilience {
                 Disabled::all()
@@ -77,7 +82,7 @@ pub fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
                 Disabled::parse(disable.as_deref().unwrap_or_default())
                     .map_err(|e| InvalidInput(e.to_string()))?
             };
-            up(&disabled, log_dir)
+            up(&disabled, log_dir, &replicas)
         }
         FleetCommand::Policies => {
             for p in faultline_fleet::config::Policy::ALL {
@@ -85,6 +90,19 @@ pub fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `SERVICE=N` of `--replicas`: a fleet service and 1 to [`faultline_spec::MAX_REPLICAS`].
+fn parse_replicas(arg: &str) -> Result<(Service, u32), String> {
+    let (service, n) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("expected SERVICE=N, e.g. inventory=2, found `{arg}`"))?;
+    let service: Service = service.parse().map_err(|e| format!("{e}"))?;
+    let max = faultline_spec::MAX_REPLICAS;
+    match n.parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok((service, n)),
+        _ => Err(format!("expected 1 to {max} replicas, found `{n}`")),
     }
 }
 
@@ -119,9 +137,16 @@ fn serve(service: &str, bind: SocketAddr, log_format: &str) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-fn up(disabled: &Disabled, log_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn up(
+    disabled: &Disabled,
+    log_dir: Option<PathBuf>,
+    replicas: &[(Service, u32)],
+) -> anyhow::Result<ExitCode> {
     faultline_telemetry::init_tracing(LogFormat::Pretty, "info").context("setting up logging")?;
     let mut options = LaunchOptions::current_exe()?.disable(disabled);
+    for (service, n) in replicas {
+        options = options.replicas(*service, *n);
+    }
     if let Some(dir) = log_dir {
         options = options.logs(ChildLogs::Dir(dir));
     }
@@ -141,16 +166,18 @@ fn print_table(fleet: &Fleet, disabled: &Disabled) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{:<14} {:<28} {:>8}", "SERVICE", "URL", "PID")?;
     for service in Service::START_ORDER.iter().rev() {
-        let pid = fleet
-            .pid(*service)
-            .map_or_else(|| "-".to_string(), |p| p.to_string());
-        writeln!(
-            out,
-            "{:<14} {:<28} {:>8}",
-            service.name(),
-            fleet.url(*service),
-            pid
-        )?;
+        for replica in fleet.replicas(*service) {
+            let pid = replica
+                .pid
+                .map_or_else(|| "-".to_string(), |p| p.to_string());
+            writeln!(
+                out,
+                "{:<14} {:<28} {:>8}",
+                replica.name,
+                format!("http://{}", replica.addr),
+                pid
+            )?;
+        }
     }
     writeln!(out)?;
     if disabled.is_empty() {

@@ -91,6 +91,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
         (true, _) => Mode::Closed,
         (false, Some(rate)) => Mode::Open {
             rate: rate.as_per_second(),
+            spells: Vec::new(),
         },
         (false, None) => return Err(InvalidInput("--rate is required".into()).into()),
     };

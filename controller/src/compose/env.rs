@@ -166,7 +166,7 @@ impl Environment for ComposeEnvironment {
             let agent: Arc<dyn AgentHandle> = self.agent.clone();
             let narrowed = peers_as_addresses(&stack, &fault.kind).map_err(run_error)?;
             Ok(stack
-                .resolve(&fault.target)
+                .resolve(&fault.target, &fault.name)
                 .map_err(run_error)?
                 .into_iter()
                 .map(|target| Placement {

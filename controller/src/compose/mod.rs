@@ -19,8 +19,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use faultline_spec::Target;
 use faultline_spec::wire::ResolvedTarget;
+use faultline_spec::{Target, selection};
 use serde::Deserialize;
 
 mod env;
@@ -458,15 +458,28 @@ impl ComposeStack {
             })
     }
 
-    /// What `target` names on this node, one entry per container it hits. Compose has
-    /// no pod selectors; `{service}` hits every running replica.
-    pub fn resolve(&self, target: &Target) -> Result<Vec<ResolvedTarget>, ComposeError> {
+    /// What `target`, the target of the fault named `fault`, names on this node, one entry
+    /// per container it hits. Compose has no pod selectors; `{service}` hits the running
+    /// replicas its `mode` selects (every one by default), seeded from the fault's name
+    /// when it gives no seed.
+    pub fn resolve(
+        &self,
+        target: &Target,
+        fault: &str,
+    ) -> Result<Vec<ResolvedTarget>, ComposeError> {
         match target {
-            Target::Service(s) => Ok(self
-                .service(s)?
-                .into_iter()
-                .map(|c| c.resolved(&c.name))
-                .collect()),
+            Target::Service(s) => {
+                let seed = s
+                    .seed
+                    .unwrap_or_else(|| selection::default_seed("", "", fault));
+                let replicas = self.service(&s.name)?;
+                Ok(
+                    selection::select(&replicas, |c| c.name.as_str(), s.mode, seed)
+                        .into_iter()
+                        .map(|c| c.resolved(&c.name))
+                        .collect(),
+                )
+            }
             Target::Container(name) => {
                 let c = self
                     .containers

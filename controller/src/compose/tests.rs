@@ -71,9 +71,7 @@ fn stack() -> ComposeStack {
 
 #[test]
 fn service_target_resolves_to_container_id_and_host_pid() {
-    let t = stack()
-        .resolve(&Target::Service("payments".into()))
-        .unwrap();
+    let t = stack().resolve(&Target::service("payments"), "f").unwrap();
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].name, "faultline-payments-1");
     assert_eq!(t[0].pid, Some(11));
@@ -86,7 +84,7 @@ fn service_target_resolves_to_container_id_and_host_pid() {
 #[test]
 fn unknown_service_error_lists_the_services_that_exist() {
     let err = stack()
-        .resolve(&Target::Service("paymnets".into()))
+        .resolve(&Target::service("paymnets"), "f")
         .unwrap_err()
         .to_string();
     assert!(err.contains("no service `paymnets`"), "{err}");
@@ -97,13 +95,13 @@ fn unknown_service_error_lists_the_services_that_exist() {
 fn container_target_matches_name_or_id_prefix_and_pods_are_refused() {
     let s = stack();
     let by_name = s
-        .resolve(&Target::Container("faultline-gateway-1".into()))
+        .resolve(&Target::Container("faultline-gateway-1".into()), "f")
         .unwrap();
     let by_id = s
-        .resolve(&Target::Container("faultline-gateway-1-0123".into()))
+        .resolve(&Target::Container("faultline-gateway-1-0123".into()), "f")
         .unwrap();
     assert_eq!(by_name, by_id);
-    assert!(s.resolve(&Target::Container("nope".into())).is_err());
+    assert!(s.resolve(&Target::Container("nope".into()), "f").is_err());
     let pods = Target::Pods(faultline_spec::PodSelector {
         namespace: None,
         labels: [("app".to_string(), "x".to_string())].into(),
@@ -111,7 +109,7 @@ fn container_target_matches_name_or_id_prefix_and_pods_are_refused() {
         seed: None,
     });
     assert!(matches!(
-        s.resolve(&pods),
+        s.resolve(&pods, "f"),
         Err(ComposeError::Unsupported(_))
     ));
 }

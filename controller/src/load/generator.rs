@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::LoadError;
-use super::schedule::{RequestMix, Schedule};
+use super::schedule::{RequestMix, Schedule, Spell};
 use super::stats::{LoadReport, LoadStats, Outcome, Sample};
 use super::transport::{HttpRequest, HttpTransport, Transport};
 use crate::slo::client::{Backlog, ClientMeasurements, Waiting};
@@ -21,12 +21,14 @@ use crate::slo::client::{Backlog, ClientMeasurements, Waiting};
 pub const MAX_CONNECTIONS: usize = 10_000;
 
 /// How requests are paced.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
-    /// Constant arrival rate (requests per second), independent of responses.
+    /// Arrival rate (requests per second), independent of responses.
     Open {
         /// Requests per second.
         rate: f64,
+        /// Spells of another rate (`spec.load.surges`), in time order.
+        spells: Vec<Spell>,
     },
     /// Every connection sends its next request as soon as the previous one ends: the
     /// maximum throughput, as `wrk` measures it. Latency counts from the actual send.
@@ -81,6 +83,15 @@ impl LoadConfig {
         let config = LoadConfig {
             mode: Mode::Open {
                 rate: load.rate.as_per_second(),
+                spells: load
+                    .surges
+                    .iter()
+                    .map(|s| Spell {
+                        start: s.after.std(),
+                        length: s.duration.std(),
+                        rate: s.rate.as_per_second(),
+                    })
+                    .collect(),
             },
             duration,
             connections,
@@ -191,8 +202,8 @@ pub fn start<T: Transport>(
 ) -> Result<LoadHandle, LoadError> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| LoadError::NoRuntime)?;
     config.check()?;
-    let schedule = match config.mode {
-        Mode::Open { rate } => Some(Schedule::try_new(rate, config.duration)?),
+    let schedule = match &config.mode {
+        Mode::Open { rate, spells } => Some(Schedule::with_spells(*rate, config.duration, spells)?),
         Mode::Closed => None,
     };
     let mix = RequestMix::try_new(&config.weights)?;
@@ -242,10 +253,10 @@ async fn drive<T: Transport>(
     // The dispatcher asks for more workers through this channel, so that every task
     // stays in the one `JoinSet` this function owns.
     let (grow_tx, mut grow_rx) = mpsc::unbounded_channel::<usize>();
-    if let Some(schedule) = shared.schedule {
-        tasks.spawn(dispatch(Arc::clone(&shared), schedule, grow_tx));
+    if shared.schedule.is_some() {
+        tasks.spawn(dispatch(Arc::clone(&shared), grow_tx));
         for _ in 0..connections {
-            tasks.spawn(open_worker(Arc::clone(&shared), schedule));
+            tasks.spawn(open_worker(Arc::clone(&shared)));
         }
     } else {
         drop(grow_tx);
@@ -258,10 +269,10 @@ async fn drive<T: Transport>(
     loop {
         tokio::select! {
             biased;
-            more = grow_rx.recv(), if growing => match (more, shared.schedule) {
-                (Some(n), Some(schedule)) => {
+            more = grow_rx.recv(), if growing => match more {
+                Some(n) => {
                     for _ in 0..n {
-                        tasks.spawn(open_worker(Arc::clone(&shared), schedule));
+                        tasks.spawn(open_worker(Arc::clone(&shared)));
                     }
                 }
                 // The dispatcher is done: nothing more to open.
@@ -291,7 +302,7 @@ fn report<T>(shared: &Shared<T>, connections: usize) -> LoadReport {
     let (started, send_lag_ms) = stats.send_lag();
     let delay = stats.generator_delay();
     let open_model = shared.schedule.is_some();
-    let (mode, target_rate, scheduled, achieved_rate) = match shared.schedule {
+    let (mode, target_rate, scheduled, achieved_rate) = match &shared.schedule {
         Some(s) => {
             let last = Duration::from_nanos(shared.last_start_ns.load(Ordering::Acquire));
             let window = (last + s.interval()).as_secs_f64();
@@ -302,7 +313,7 @@ fn report<T>(shared: &Shared<T>, connections: usize) -> LoadReport {
             };
             (
                 "open",
-                Some(s.rate()),
+                Some(s.mean_rate()),
                 Some(shared.released.load(Ordering::Acquire)),
                 achieved,
             )
@@ -350,11 +361,10 @@ fn report<T>(shared: &Shared<T>, connections: usize) -> LoadReport {
 /// After each release, if more requests are waiting than workers are idle, it asks
 /// `grow` for that many more workers, up to `max_connections` open in all: the open
 /// model, not the pool, decides how many requests are in flight.
-async fn dispatch<T: Transport>(
-    shared: Arc<Shared<T>>,
-    schedule: Schedule,
-    grow: mpsc::UnboundedSender<usize>,
-) {
+async fn dispatch<T: Transport>(shared: Arc<Shared<T>>, grow: mpsc::UnboundedSender<usize>) {
+    let Some(schedule) = &shared.schedule else {
+        return;
+    };
     let total = schedule.total();
     let mut released = 0;
     loop {
@@ -458,7 +468,7 @@ impl<T: Transport> Backlog for Queue<T> {
         let Some(shared) = self.0.upgrade() else {
             return Waiting::default();
         };
-        let Some(schedule) = shared.schedule else {
+        let Some(schedule) = &shared.schedule else {
             return Waiting::default();
         };
         let released = shared.released.load(Ordering::Acquire);
@@ -505,7 +515,10 @@ impl<T> Shared<T> {
     }
 }
 
-async fn open_worker<T: Transport>(shared: Arc<Shared<T>>, schedule: Schedule) {
+async fn open_worker<T: Transport>(shared: Arc<Shared<T>>) {
+    let Some(schedule) = &shared.schedule else {
+        return;
+    };
     let mut batch = Batch::new();
     loop {
         let index = match shared.claim() {

@@ -41,7 +41,7 @@
 //! let request = HttpRequest::new("GET", "http://127.0.0.1:8080", "/", vec![], None)?;
 //! let transport = HttpTransport::new(vec![request], 256);
 //! let config = LoadConfig {
-//!     mode: Mode::Open { rate: 500.0 },
+//!     mode: Mode::Open { rate: 500.0, spells: Vec::new() },
 //!     duration: Duration::from_secs(10),
 //!     connections: 16,
 //!     max_connections: 256,
@@ -62,6 +62,7 @@ pub mod stats;
 pub mod transport;
 
 pub use generator::{LoadConfig, LoadHandle, Mode, start};
+pub use schedule::Spell;
 pub use stats::{
     GeneratorDelay, LoadReport, LoadStats, Outcome, OutcomeCounts, Quantiles, SecondReport,
 };

@@ -6,6 +6,7 @@
 //! releases every request due so far in one batch, and a worker computes a request's
 //! scheduled time from its index alone.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::LoadError;
@@ -14,12 +15,45 @@ use super::LoadError;
 /// machine can send, and low enough that the nanosecond arithmetic stays exact.
 pub const MAX_RATE: f64 = 1_000_000.0;
 
-/// A constant-arrival-rate schedule over a fixed duration.
+/// A spell of another arrival rate inside a schedule (`spec.load.surges`).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Schedule {
-    rate: f64,
+pub struct Spell {
+    /// When it starts, from the start of the run.
+    pub start: Duration,
+    /// How long it lasts.
+    pub length: Duration,
+    /// Requests per second while it lasts.
+    pub rate: f64,
+}
+
+/// A stretch of the schedule at one constant rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Segment {
+    start_ns: f64,
     interval_ns: f64,
+    /// Index of its first request.
+    first: u64,
+    /// Requests due strictly inside it.
+    count: u64,
+}
+
+/// An open-model schedule over a fixed duration: a base arrival rate, replaced by each
+/// spell's rate while the spell lasts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    duration: Duration,
+    segments: Arc<[Segment]>,
     total: u64,
+}
+
+fn check_rate(rate: f64) -> Result<(), LoadError> {
+    if rate.is_finite() && rate > 0.0 && rate <= MAX_RATE {
+        Ok(())
+    } else {
+        Err(LoadError::InvalidConfig(format!(
+            "rate must be above 0 and at most {MAX_RATE}/s, got {rate}/s"
+        )))
+    }
 }
 
 impl Schedule {
@@ -28,35 +62,70 @@ impl Schedule {
     /// Fails unless the rate is finite, positive and at most [`MAX_RATE`], and the
     /// duration is positive.
     pub fn try_new(rate: f64, duration: Duration) -> Result<Self, LoadError> {
-        if !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE) {
-            return Err(LoadError::InvalidConfig(format!(
-                "rate must be above 0 and at most {MAX_RATE}/s, got {rate}/s"
-            )));
-        }
+        Self::with_spells(rate, duration, &[])
+    }
+
+    /// The schedule of `rate` requests per second for `duration`, except during each of
+    /// `spells` (in time order, not overlapping, each inside the duration), which run at
+    /// their own rate.
+    pub fn with_spells(rate: f64, duration: Duration, spells: &[Spell]) -> Result<Self, LoadError> {
+        check_rate(rate)?;
         if duration.is_zero() {
             return Err(LoadError::InvalidConfig(
                 "duration must be above zero".into(),
             ));
         }
-        let interval_ns = 1e9 / rate;
-        let duration_ns = duration.as_nanos() as f64;
-        // Requests whose due time lies strictly inside [0, duration).
-        let total = (duration_ns / interval_ns).ceil().max(1.0) as u64;
+        // Stretches as (start, end, rate), covering [0, duration) with no gap.
+        let mut stretches = Vec::with_capacity(2 * spells.len() + 1);
+        let mut at = Duration::ZERO;
+        for spell in spells {
+            check_rate(spell.rate)?;
+            let end = spell.start + spell.length;
+            if spell.start < at || end > duration || spell.length.is_zero() {
+                return Err(LoadError::InvalidConfig(format!(
+                    "a spell at {:?} for {:?} must be non-empty, after the previous one and inside the {duration:?} run",
+                    spell.start, spell.length
+                )));
+            }
+            stretches.push((at, spell.start, rate));
+            stretches.push((spell.start, end, spell.rate));
+            at = end;
+        }
+        stretches.push((at, duration, rate));
+        let mut segments = Vec::with_capacity(stretches.len());
+        let mut first = 0;
+        for (start, end, rate) in stretches {
+            if end <= start {
+                continue;
+            }
+            let interval_ns = 1e9 / rate;
+            // Requests whose due time lies strictly inside [start, end).
+            let count = ((end - start).as_nanos() as f64 / interval_ns).ceil() as u64;
+            segments.push(Segment {
+                start_ns: start.as_nanos() as f64,
+                interval_ns,
+                first,
+                count,
+            });
+            first += count;
+        }
         Ok(Schedule {
-            rate,
-            interval_ns,
-            total,
+            duration,
+            segments: segments.into(),
+            total: first.max(1),
         })
     }
 
-    /// Requests per second.
-    pub fn rate(&self) -> f64 {
-        self.rate
+    /// The rate over the whole run: every request scheduled, over the duration.
+    pub fn mean_rate(&self) -> f64 {
+        self.total as f64 / self.duration.as_secs_f64()
     }
 
-    /// The gap between two consecutive requests.
+    /// The gap between two consecutive requests at the end of the run.
     pub fn interval(&self) -> Duration {
-        Duration::from_nanos(self.interval_ns.round() as u64)
+        // Never empty: a positive duration has at least one stretch.
+        let last = self.segments[self.segments.len() - 1].interval_ns;
+        Duration::from_nanos(last.round() as u64)
     }
 
     /// How many requests the whole run schedules.
@@ -64,15 +133,26 @@ impl Schedule {
         self.total
     }
 
+    /// The segment holding request `index` (the last one past the end).
+    fn segment_of(&self, index: u64) -> &Segment {
+        let i = self.segments.partition_point(|s| s.first <= index);
+        &self.segments[i.saturating_sub(1)]
+    }
+
     /// When request `index` is due, as an offset from the start.
     pub fn offset(&self, index: u64) -> Duration {
-        Duration::from_nanos((index as f64 * self.interval_ns).round() as u64)
+        let s = self.segment_of(index);
+        let ns = s.start_ns + (index - s.first) as f64 * s.interval_ns;
+        Duration::from_nanos(ns.round() as u64)
     }
 
     /// How many requests are due once `elapsed` has passed since the start: every
     /// request whose offset is at most `elapsed`, capped at [`Schedule::total`].
     pub fn due(&self, elapsed: Duration) -> u64 {
-        let k = (elapsed.as_nanos() as f64 / self.interval_ns).floor() as u64 + 1;
+        let ns = elapsed.as_nanos() as f64;
+        let i = self.segments.partition_point(|s| s.start_ns <= ns);
+        let s = &self.segments[i.saturating_sub(1)];
+        let k = s.first + (((ns - s.start_ns) / s.interval_ns).floor() as u64 + 1).min(s.count);
         // Floating point may put the boundary one off; settle it with `offset`, which
         // is the definition workers use.
         let k = if k > 0 && self.offset(k - 1) > elapsed {
@@ -192,6 +272,60 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn spells_change_the_rate_only_while_they_last() {
+        // 100/s for 10 s, with 1000/s from 2 s to 4 s and 10/s from 6 s to 8 s.
+        let spells = [
+            Spell {
+                start: Duration::from_secs(2),
+                length: Duration::from_secs(2),
+                rate: 1000.0,
+            },
+            Spell {
+                start: Duration::from_secs(6),
+                length: Duration::from_secs(2),
+                rate: 10.0,
+            },
+        ];
+        let s = Schedule::with_spells(100.0, Duration::from_secs(10), &spells).unwrap();
+        assert_eq!(s.total(), 200 + 2000 + 200 + 20 + 200);
+        assert!((s.mean_rate() - 262.0).abs() < 1e-9);
+        // The last base request before the surge, the surge's first and last, and the
+        // first base request after it.
+        assert_eq!(s.offset(199), Duration::from_millis(1990));
+        assert_eq!(s.offset(200), Duration::from_secs(2));
+        assert_eq!(s.offset(2199), Duration::from_millis(3999));
+        assert_eq!(s.offset(2200), Duration::from_secs(4));
+        assert_eq!(s.offset(2419), Duration::from_millis(7900));
+        assert_eq!(s.due(Duration::from_millis(2500)), 200 + 501);
+        assert_eq!(s.due(Duration::from_millis(7950)), 2420);
+        assert_eq!(s.due(Duration::from_secs(60)), s.total());
+        for k in (0..s.total()).step_by(7) {
+            let at = s.offset(k);
+            assert_eq!(s.due(at), k + 1, "request {k} at its own time");
+            if !at.is_zero() {
+                assert_eq!(s.due(at - Duration::from_nanos(1)), k, "1 ns before {k}");
+            }
+        }
+        // Offsets never go backwards across a boundary.
+        assert!((1..s.total()).all(|k| s.offset(k) > s.offset(k - 1)));
+    }
+
+    #[test]
+    fn spells_out_of_order_or_outside_the_run_are_refused() {
+        let spell = |start, length| Spell {
+            start: Duration::from_secs(start),
+            length: Duration::from_secs(length),
+            rate: 50.0,
+        };
+        let run = Duration::from_secs(10);
+        assert!(Schedule::with_spells(10.0, run, &[spell(8, 3)]).is_err());
+        assert!(Schedule::with_spells(10.0, run, &[spell(4, 2), spell(5, 1)]).is_err());
+        assert!(Schedule::with_spells(10.0, run, &[spell(1, 0)]).is_err());
+        // Back to back, and one filling the run, are fine.
+        assert!(Schedule::with_spells(10.0, run, &[spell(0, 5), spell(5, 5)]).is_ok());
     }
 
     #[test]

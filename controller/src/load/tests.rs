@@ -67,7 +67,10 @@ fn start_unobserved<T: Transport>(
 
 fn open(rate: f64, secs: u64, connections: usize, timeout_ms: u64) -> LoadConfig {
     LoadConfig {
-        mode: Mode::Open { rate },
+        mode: Mode::Open {
+            rate,
+            spells: Vec::new(),
+        },
         duration: Duration::from_secs(secs),
         connections,
         max_connections: connections,
@@ -384,10 +387,25 @@ fn an_experiment_load_section_becomes_a_config_and_http_mix() {
                 weight: 1,
             },
         ],
+        surges: vec![faultline_spec::Surge {
+            after: faultline_spec::Duration(Duration::from_secs(8)),
+            duration: faultline_spec::Duration(Duration::from_secs(10)),
+            rate: Rate::per_second(2500.0).unwrap(),
+        }],
     };
     let (config, transport) =
         LoadConfig::from_spec(&load, "http://127.0.0.1:8080/", Duration::from_secs(60)).unwrap();
-    assert_eq!(config.mode, Mode::Open { rate: 200.0 });
+    assert_eq!(
+        config.mode,
+        Mode::Open {
+            rate: 200.0,
+            spells: vec![crate::load::Spell {
+                start: Duration::from_secs(8),
+                length: Duration::from_secs(10),
+                rate: 2500.0,
+            }],
+        }
+    );
     assert_eq!(
         (config.connections, config.timeout, config.weights.clone()),
         (16, Duration::from_millis(1500), vec![3, 1])

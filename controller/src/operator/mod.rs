@@ -521,13 +521,13 @@ fn selector_of(
     u64,
 )> {
     let own = exp.namespace().unwrap_or_default();
-    let default_seed = targets::default_seed(&own, &checked.name, &fault.name);
+    let default_seed = faultline_spec::selection::default_seed(&own, &checked.name, &fault.name);
     match &fault.target {
         Target::Service(s) => Some((
             own,
-            [(SERVICE_LABEL.to_owned(), s.clone())].into(),
-            SelectionMode::All,
-            default_seed,
+            [(SERVICE_LABEL.to_owned(), s.name.clone())].into(),
+            s.mode,
+            s.seed.unwrap_or(default_seed),
         )),
         Target::Pods(sel) => Some((
             sel.namespace.clone().unwrap_or(own),

@@ -190,8 +190,9 @@ pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
         if let Some(r) = &report.recovery {
             let detail = match r.recovered_after_ms {
                 Some(ms) => format!(
-                    "every SLO held again {:.1}s after the last fault ended",
-                    ms as f64 / 1000.0
+                    "every SLO held again {:.1}s after {} ended",
+                    ms as f64 / 1000.0,
+                    report.disturbance()
                 ),
                 None if r.not_recovered.is_empty() && !r.inconclusive.is_empty() => format!(
                     "not judged, the load generator delayed requests of: {}",
@@ -285,6 +286,14 @@ pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
             esc(&lat),
             esc(&super::terminal::generator_line(load))
         )?;
+        for surge in &load.surges {
+            let verdict = if surge.delivered() {
+                "delivered"
+            } else {
+                "not delivered"
+            };
+            writeln!(h, "<p>{verdict}: {}</p>", esc(&surge.describe()))?;
+        }
     }
 
     if !report.phases.is_empty() {

@@ -87,6 +87,19 @@ pub struct RunReport {
     pub reactions: Vec<ReactionSeries>,
 }
 
+impl RunReport {
+    /// What recovery is judged from, for verdicts: `the last fault`, `the surge`, ...
+    pub fn disturbance(&self) -> &'static str {
+        let surges = self.load.as_ref().map_or(0, |l| l.surges.len());
+        match (self.faults.is_empty(), surges) {
+            (false, 0) => "the last fault",
+            (true, 1) => "the surge",
+            (true, _) => "the last surge",
+            (false, _) => "the last fault and surge",
+        }
+    }
+}
+
 /// One of the fleet's own reactions over the run, sampled once per runner tick.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -552,7 +565,7 @@ pub struct RecoveryResult {
     pub passed: bool,
     /// `recovery.within` in milliseconds.
     pub within_ms: u64,
-    /// When the last fault ended, Unix milliseconds.
+    /// When the last fault (or load surge, when it ended later) ended, Unix milliseconds.
     pub last_fault_ended_ms: i64,
     /// How long after that every SLO held again, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -172,6 +172,14 @@ pub fn summary(report: &RunReport, color: bool) -> String {
                 .map_or("n/a".to_string(), |v| format!("{v:.1}ms"))
         );
         let _ = writeln!(out, "  generator: {}", generator_line(load));
+        for surge in &load.surges {
+            let mark = if surge.delivered() {
+                ""
+            } else {
+                " (NOT DELIVERED)"
+            };
+            let _ = writeln!(out, "  {}{mark}", surge.describe());
+        }
     }
     let _ = writeln!(out);
     let outcome = report.verdict.outcome;

@@ -348,10 +348,12 @@ fn load_service(experiment: &Experiment) -> Option<String> {
     })
 }
 
-/// When the steady state is judged (just before the first fault), relative to the start.
+/// When the steady state is judged (just before the first fault or load surge, whichever
+/// comes first), relative to the start.
 fn steady_check_at(experiment: &Experiment) -> Duration {
     let spec = &experiment.spec;
-    let first_fault = spec.faults.iter().map(|f| f.after.0).min();
+    let surges = spec.load.iter().flat_map(|l| &l.surges).map(|s| s.after.0);
+    let first_fault = spec.faults.iter().map(|f| f.after.0).chain(surges).min();
     let window = spec.steady_state.as_ref().map(|s| s.window.0);
     match (first_fault, window) {
         (Some(f), _) => f,
@@ -600,9 +602,11 @@ async fn execute(
 ) -> RunReport {
     let spec = &experiment.spec;
     let recovery_within = spec.recovery.as_ref().map(|r| r.within.0);
-    let last_fault_end = spec.faults.iter().map(|f| f.after.0 + f.duration.0).max();
     // The load (and the run) lasts long enough to judge recovery.
-    let total = match (last_fault_end, recovery_within) {
+    let total = match (
+        faultline_spec::model::disturbance_end(&spec.faults, surges(spec)),
+        recovery_within,
+    ) {
         (Some(end), Some(within)) => spec.duration.0.max(end + within + config.tick),
         _ => spec.duration.0,
     };
@@ -808,11 +812,12 @@ async fn execute(
             }
         }
 
-        // Recovery, after the last fault is reverted.
-        if steady_done && !spec.faults.is_empty() && ledger.all_reverted(spec.faults.len()) {
-            if let (Some(within), Some((t_end, t_end_ms))) =
-                (recovery_within, ledger.last_reverted())
-            {
+        // Recovery, after the last fault is reverted and the last surge is over.
+        if steady_done {
+            if let (Some(within), Some((t_end, t_end_ms))) = (
+                recovery_within,
+                disturbance_over(spec, &ledger, elapsed, t0, wall0),
+            ) {
                 if run.phase() != Phase::Recovery {
                     run.enter(Phase::Recovery);
                 }
@@ -867,6 +872,21 @@ async fn execute(
             summary.max_connections = Some(r.max_connections as u64);
             summary.peak_connections = Some(r.peak_connections as u64);
         }
+        let measurements = c.measurements();
+        let measurements = measurements.read().unwrap_or_else(|e| e.into_inner());
+        summary.surges = spec
+            .load
+            .iter()
+            .flat_map(|l| &l.surges)
+            .map(|s| {
+                measurements.surge(
+                    wall0 + s.after.0,
+                    s.duration.0,
+                    s.rate.as_per_second(),
+                    wall0,
+                )
+            })
+            .collect();
         run.report.load = Some(summary);
     }
     run.report.faults = ledger.applications();
@@ -881,7 +901,10 @@ async fn execute(
         .collect();
     if recovery.is_none()
         && failure.is_none()
-        && let (Some(within), Some((_, t_end))) = (recovery_within, ledger.last_reverted())
+        && let (Some(within), Some((_, t_end))) = (
+            recovery_within,
+            disturbance_over(spec, &ledger, total, t0, wall0),
+        )
     {
         recovery = Some(RecoveryResult {
             passed: false,
@@ -970,8 +993,9 @@ fn verdict(report: &RunReport) -> (Outcome, String) {
         return (
             Outcome::Fail,
             format!(
-                "not recovered within {} ms after the last fault: {}",
+                "not recovered within {} ms after {}: {}",
                 r.within_ms,
+                report.disturbance(),
                 r.not_recovered.join(", ")
             ),
         );
@@ -985,6 +1009,20 @@ fn verdict(report: &RunReport) -> (Outcome, String) {
     let mut unearned = Vec::new();
     if !unjudged.is_empty() || !recovery_unjudged.is_empty() {
         unearned.push(inconclusive_reason(report, &unjudged, &recovery_unjudged));
+    }
+    let undelivered: Vec<String> = report
+        .load
+        .iter()
+        .flat_map(|l| &l.surges)
+        .filter(|s| !s.delivered())
+        .map(|s| s.describe())
+        .collect();
+    if !undelivered.is_empty() {
+        unearned.push(format!(
+            "no verdict earned: the SLOs held, but the load generator did not send {:.0}% of a surge's asked rate on time, so the run did not test what it asked: {}",
+            crate::slo::client::SURGE_DELIVERED_SHARE * 100.0,
+            undelivered.join("; ")
+        ));
     }
     let missed = crate::effect::blocking(&report.faults);
     if !missed.is_empty() {
@@ -1000,7 +1038,7 @@ fn verdict(report: &RunReport) -> (Outcome, String) {
         .recovery
         .as_ref()
         .and_then(|r| r.recovered_after_ms)
-        .map(|ms| format!("; recovered {ms} ms after the last fault"))
+        .map(|ms| format!("; recovered {ms} ms after {}", report.disturbance()))
         .unwrap_or_default();
     (
         Outcome::Pass,
@@ -1102,6 +1140,40 @@ async fn steady_state(
         },
         taint,
     )
+}
+
+/// The load's surges; none without load.
+fn surges(spec: &faultline_spec::ExperimentSpec) -> &[faultline_spec::model::Surge] {
+    spec.load.as_ref().map_or(&[], |l| l.surges.as_slice())
+}
+
+/// When the disturbance `recovery` is judged from ended, monotonic and Unix ms: the last
+/// fault's revert and the last surge's scheduled end, whichever is later. `None` while
+/// either is still to come, or when the experiment has neither.
+fn disturbance_over(
+    spec: &faultline_spec::ExperimentSpec,
+    ledger: &faults::Ledger,
+    elapsed: Duration,
+    t0: Instant,
+    wall0: SystemTime,
+) -> Option<(Instant, i64)> {
+    let faults_over = if spec.faults.is_empty() {
+        Some(None)
+    } else if ledger.all_reverted(spec.faults.len()) {
+        ledger.last_reverted().map(Some)
+    } else {
+        None
+    };
+    let surge_over = match faultline_spec::model::disturbance_end(&[], surges(spec)) {
+        None => Some(None),
+        Some(end) if elapsed >= end => Some(Some((t0 + end, unix_ms(wall0 + end)))),
+        Some(_) => None,
+    };
+    let (faults_over, surge_over) = (faults_over?, surge_over?);
+    faults_over
+        .into_iter()
+        .chain(surge_over)
+        .max_by_key(|(at, _)| *at)
 }
 
 /// SLOs that do not hold over the data since the last revert (`since` ago), and SLOs

@@ -516,3 +516,78 @@ async fn a_run_whose_slos_failed_stays_fail_whatever_the_effects() {
         report.verdict
     );
 }
+
+#[test]
+fn an_undelivered_surge_makes_a_held_run_inconclusive_but_never_hides_a_failure() {
+    use crate::report::suite::tests::{report, slo};
+    use crate::slo::Unit;
+    use crate::slo::client::{LoadSummary, SurgeSummary};
+    let surge = |on_time_rate| SurgeSummary {
+        after_ms: 8_000,
+        duration_ms: 10_000,
+        asked_rate: 2500.0,
+        seconds: 10,
+        requests: 25_000,
+        late: 25_000 - (on_time_rate * 10.0) as u64,
+        on_time_rate,
+    };
+    let with = |on_time_rate, value| {
+        let mut r = report("flash-sale", Outcome::Pass);
+        r.slos = vec![slo("p99", 0.3, value, Unit::Seconds)];
+        r.load = Some(LoadSummary {
+            surges: vec![surge(on_time_rate)],
+            ..LoadSummary::default()
+        });
+        verdict(&r)
+    };
+    assert_eq!(with(2400.0, 0.1).0, Outcome::Pass);
+    let (outcome, reason) = with(1200.0, 0.1);
+    assert_eq!(outcome, Outcome::Inconclusive, "{reason}");
+    assert!(
+        reason.contains("2500.0/s asked, 1200.0/s sent on time"),
+        "{reason}"
+    );
+    assert_eq!(with(1200.0, 0.9).0, Outcome::Fail);
+}
+
+#[test]
+fn recovery_is_judged_from_the_end_of_the_last_surge_and_fault() {
+    let with_surge = |faults: &str| {
+        experiment(&format!(
+            r#"
+apiVersion: faultline.dev/v1alpha1
+kind: Experiment
+metadata: {{name: surge}}
+spec:
+  duration: 40s
+  load:
+    target: gateway
+    rate: 100/s
+    surges: [{{after: 5s, duration: 15s, rate: 500/s}}]
+    requests: [{{path: /}}]
+  {faults}
+  slos:
+    - name: errors
+      errorRate: {{service: gateway, max: 1%}}
+  recovery: {{within: 5s}}
+"#
+        ))
+    };
+    let (t0, wall0) = (Instant::now(), SystemTime::UNIX_EPOCH);
+    let ledger = faults::Ledger::default();
+    let surge_only = with_surge("");
+    let over = |spec: &Experiment, elapsed| {
+        disturbance_over(&spec.spec, &ledger, Duration::from_secs(elapsed), t0, wall0)
+    };
+    assert_eq!(over(&surge_only, 19), None, "the surge is still on");
+    assert_eq!(
+        over(&surge_only, 21),
+        Some((t0 + Duration::from_secs(20), 20_000)),
+        "judged from the surge's scheduled end"
+    );
+    // A fault not yet reverted holds recovery back, whatever the surge did.
+    let both = with_surge(
+        "faults: [{name: cpu, target: {service: payments}, after: 10s, duration: 20s, cpu: {load: 50%}}]",
+    );
+    assert_eq!(over(&both, 25), None);
+}

@@ -50,7 +50,7 @@ pub fn target_keys(experiment: &Experiment) -> BTreeSet<String> {
         .faults
         .iter()
         .map(|f| match &f.target {
-            Target::Service(s) => format!("service/{s}"),
+            Target::Service(s) => format!("service/{}", s.name),
             Target::Pods(sel) => {
                 let ns = sel
                     .namespace

@@ -227,6 +227,7 @@ mod tests {
                 slos: vec![],
                 abort: vec![],
                 recovery: None,
+                replicas: Default::default(),
             },
         }
     }

@@ -164,6 +164,17 @@ impl ClientSecond {
         add_clamped(&mut self.generator_delay_us, &other.generator_delay_us);
     }
 
+    /// Requests the generator handed on (or gave up on) more than `delay` after their
+    /// scheduled time.
+    pub fn delayed_over(&self, delay: Duration) -> u64 {
+        if self.generator_delay_us.is_empty() {
+            return 0;
+        }
+        let floor_us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.generator_delay_us
+            .count_between(floor_us.saturating_add(1), MAX_LATENCY_US)
+    }
+
     /// Why the generator's own delay makes this (merged) window unfit to judge `kind`,
     /// if it does; `waiting` is how many requests scheduled in the window are still
     /// queued inside the generator, the oldest for `waited_so_far`. Server-side kinds
@@ -251,6 +262,12 @@ impl ClientSecond {
     }
 }
 
+/// The whole Unix seconds `[lo, hi)` that lie completely inside `[from_ms, to_ms)`.
+fn whole_seconds(from_ms: i64, to_ms: i64) -> (i64, i64) {
+    let lo = from_ms.div_euclid(1000) + i64::from(from_ms.rem_euclid(1000) != 0);
+    (lo, to_ms.div_euclid(1000))
+}
+
 fn add_clamped(into: &mut Histogram<u64>, from: &Histogram<u64>) {
     // Both use the same bounds, so adding cannot fail; clamp defensively anyway.
     if into.add(from).is_err() {
@@ -300,6 +317,61 @@ pub struct LoadSummary {
     /// The most connections that were open at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_connections: Option<u64>,
+    /// What each of `load.surges` delivered, in time order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub surges: Vec<SurgeSummary>,
+}
+
+/// A request the generator sent later than this after its scheduled time did not arrive
+/// with the surge it belongs to.
+pub const SURGE_LATE: Duration = Duration::from_millis(100);
+
+/// The share of a surge's asked rate that must be sent on time for the surge to count as
+/// delivered: below it the run did not test what it asked, and ends `inconclusive`.
+pub const SURGE_DELIVERED_SHARE: f64 = 0.9;
+
+/// What one load surge delivered, over the whole seconds inside it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SurgeSummary {
+    /// When the surge started, from the start of the load, in milliseconds.
+    pub after_ms: u64,
+    /// How long it lasted, in milliseconds.
+    pub duration_ms: u64,
+    /// The rate asked, per second.
+    pub asked_rate: f64,
+    /// Whole seconds inside the surge that were measured.
+    pub seconds: u64,
+    /// Requests scheduled in those seconds.
+    pub requests: u64,
+    /// Of those, the ones the generator sent (or gave up on) more than [`SURGE_LATE`]
+    /// after their scheduled time.
+    pub late: u64,
+    /// Requests sent on time, per second.
+    pub on_time_rate: f64,
+}
+
+impl SurgeSummary {
+    /// Whether the surge reached the system as asked: at least
+    /// [`SURGE_DELIVERED_SHARE`] of its rate sent on time.
+    pub fn delivered(&self) -> bool {
+        self.seconds > 0 && self.on_time_rate >= SURGE_DELIVERED_SHARE * self.asked_rate
+    }
+
+    /// `surge at +8s for 10s: 2500.0/s asked, 2499.1/s sent on time (3 late by >100 ms)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "surge at +{}s for {}s: {:.1}/s asked, {:.1}/s sent on time over {} whole seconds ({} of {} requests late by more than {} ms)",
+            self.after_ms as f64 / 1000.0,
+            self.duration_ms as f64 / 1000.0,
+            self.asked_rate,
+            self.on_time_rate,
+            self.seconds,
+            self.late,
+            self.requests,
+            SURGE_LATE.as_millis()
+        )
+    }
 }
 
 /// The load generator's per-second series for one load target.
@@ -378,6 +450,41 @@ impl ClientMeasurements {
         self.seconds.iter().map(|(s, m)| (*s, m))
     }
 
+    /// What a surge of `asked_rate` per second from `start` for `length` delivered: the
+    /// requests scheduled in the whole seconds inside it, and how many of them left the
+    /// generator more than [`SURGE_LATE`] late.
+    pub fn surge(
+        &self,
+        start: SystemTime,
+        length: Duration,
+        asked_rate: f64,
+        load_start: SystemTime,
+    ) -> SurgeSummary {
+        let (lo, hi) = whole_seconds(unix_ms(start), unix_ms(start + length));
+        let (mut seconds, mut requests, mut late) = (0u64, 0u64, 0u64);
+        if lo < hi {
+            for (_, m) in self.seconds.range(lo..hi) {
+                seconds += 1;
+                requests += m.requests;
+                late += m.delayed_over(SURGE_LATE);
+            }
+        }
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        SurgeSummary {
+            after_ms: ms(start.duration_since(load_start).unwrap_or_default()),
+            duration_ms: ms(length),
+            asked_rate,
+            seconds,
+            requests,
+            late,
+            on_time_rate: if seconds > 0 {
+                requests.saturating_sub(late) as f64 / seconds as f64
+            } else {
+                0.0
+            },
+        }
+    }
+
     /// Totals and latency quantiles over everything recorded.
     pub fn summary(&self) -> LoadSummary {
         let mut total = ClientSecond::default();
@@ -385,14 +492,7 @@ impl ClientMeasurements {
             total.merge(second);
         }
         let seconds = self.seconds.len() as u64;
-        let floor_us = u64::try_from(TAINT_DELAY_FLOOR.as_micros()).unwrap_or(u64::MAX);
-        let delayed_requests = if total.generator_delay_us.is_empty() {
-            0
-        } else {
-            total
-                .generator_delay_us
-                .count_between(floor_us + 1, MAX_LATENCY_US)
-        };
+        let delayed_requests = total.delayed_over(TAINT_DELAY_FLOOR);
         LoadSummary {
             latency_ms: quantiles_ms(&total.latency_us),
             generator_delay_ms: quantiles_ms(&total.generator_delay_us),
@@ -402,6 +502,7 @@ impl ClientMeasurements {
             connections: None,
             max_connections: None,
             peak_connections: None,
+            surges: Vec::new(),
             requests: total.requests,
             errors: total.errors,
             seconds,
@@ -423,10 +524,7 @@ impl ClientMeasurements {
         self.check(kind)?;
         let at_ms = unix_ms(at);
         let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-        // Whole seconds [lo, hi) that lie completely inside the window.
-        let lo = (at_ms - window_ms).div_euclid(1000)
-            + i64::from((at_ms - window_ms).rem_euclid(1000) != 0);
-        let hi = at_ms.div_euclid(1000);
+        let (lo, hi) = whole_seconds(at_ms - window_ms, at_ms);
         let mut total = ClientSecond::default();
         let mut first_seen = None;
         if lo < hi {
@@ -643,6 +741,30 @@ mod tests {
             m.record(t(i * 10), latency, i % 20 != 0);
         }
         m
+    }
+
+    #[test]
+    fn a_surge_counts_only_what_left_the_generator_on_time() {
+        // 10 s at 100 req/s from t(0); from 2.5 s to 7.5 s every other request waited
+        // 300 ms inside the generator.
+        let mut m = measurements();
+        for i in 0..1000u64 {
+            let late = (250..750).contains(&i) && i % 2 == 0;
+            let delay = Duration::from_millis(if late { 300 } else { 2 });
+            m.record_delay(t(i * 10), delay, false, false);
+        }
+        let asked = |rate: f64| m.surge(t(2_500), Duration::from_secs(5), rate, t(0));
+        let s = asked(100.0);
+        // Whole seconds inside [2.5 s, 7.5 s): 3, 4, 5 and 6.
+        assert_eq!((s.seconds, s.requests, s.late), (4, 400, 200));
+        assert_eq!(s.after_ms, 2_500);
+        assert!((s.on_time_rate - 50.0).abs() < 1e-9);
+        assert!(!s.delivered(), "{}", s.describe());
+        assert!(asked(55.0).delivered(), "50/s on time is 91% of 55/s");
+        // Outside the measured seconds nothing was delivered.
+        let none = m.surge(t(50_000), Duration::from_secs(5), 100.0, t(0));
+        assert_eq!(none.seconds, 0);
+        assert!(!none.delivered());
     }
 
     #[test]

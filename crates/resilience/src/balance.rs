@@ -29,6 +29,10 @@ pub struct BalancerConfig {
     /// Never eject more than this fraction of endpoints (0..=1); keeps a bad health signal from
     /// emptying the pool.
     pub max_ejected_fraction: f64,
+    /// The latency a failed call counts as, at least: a replica that refuses connections
+    /// fails in microseconds, and without a penalty it would look like the fastest endpoint
+    /// and draw every call (and every retry) until it is ejected.
+    pub failure_penalty: Duration,
 }
 
 impl Default for BalancerConfig {
@@ -40,6 +44,7 @@ impl Default for BalancerConfig {
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
             max_ejected_fraction: 0.5,
+            failure_penalty: Duration::from_secs(1),
         }
     }
 }
@@ -303,9 +308,13 @@ impl<T> Balancer<T> {
         let now = self.clock.now_nanos();
         let rtt = latency.as_nanos() as f64;
         let cur = self.decayed(e, now);
-        let next = if rtt > cur || failed {
-            // Peaks are taken at once; a failure never makes an endpoint look faster.
+        let next = if failed {
+            // A failure is a peak of at least the penalty, however fast it failed.
             rtt.max(cur)
+                .max(self.config.failure_penalty.as_nanos() as f64)
+        } else if rtt > cur {
+            // Peaks are taken at once.
+            rtt
         } else {
             let age = now.saturating_sub(e.stamp.load(Ordering::Acquire)) as f64;
             let w = (-age / self.decay_nanos).exp();
@@ -446,6 +455,29 @@ mod tests {
         }
         let ejected = (0..4).filter(|&i| b.is_ejected(i)).count();
         assert_eq!(ejected, 2, "max_ejected_fraction 0.5 of 4");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_failure_steers_p2c_away_like_a_slow_call() {
+        let b = lb(2);
+        for _ in 0..10 {
+            b.take(0).success(Duration::from_millis(10));
+            b.take(1).success(Duration::from_millis(10));
+        }
+        // Endpoint 1 refuses a connection in 100 µs: once, far from the ejection streak.
+        b.take(1).failure(Duration::from_micros(100));
+        assert!(!b.is_ejected(1));
+        for _ in 0..50 {
+            let p = b.pick_p2c();
+            assert_eq!(p.index(), 0, "a failed endpoint does not look fast");
+            p.success(Duration::from_millis(10));
+        }
+        assert!(b.latency_estimate(1).unwrap() >= Duration::from_millis(900));
+        // It is tried again once its penalty has decayed below the other's latency
+        // (1 s × e^-6 ≈ 2.5 ms after 60 s; endpoint 0 still answers in 10 ms).
+        tokio::time::advance(Duration::from_secs(60)).await;
+        b.take(0).success(Duration::from_millis(10));
+        assert_eq!(b.pick_p2c().index(), 1);
     }
 
     #[tokio::test(start_paused = true)]

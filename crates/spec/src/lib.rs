@@ -26,6 +26,7 @@ pub mod diagnostic;
 pub mod model;
 pub mod promql;
 pub mod raw;
+pub mod selection;
 pub mod units;
 mod validate;
 pub mod wire;
@@ -38,7 +39,7 @@ pub use model::*;
 pub use units::{Bandwidth, ByteSize, Duration, Percent, Rate, UnitError};
 pub use validate::{
     DEFAULT_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_CAP, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WINDOW,
-    MAX_LOAD_CONNECTIONS, ValidateOptions, default_max_connections, is_dns_label,
+    MAX_LOAD_CONNECTIONS, MAX_REPLICAS, ValidateOptions, default_max_connections, is_dns_label,
 };
 pub use wire::WireError;
 pub use yaml::{MAX_DEPTH, MAX_NODES, MAX_SOURCE_BYTES};

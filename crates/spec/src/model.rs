@@ -52,6 +52,17 @@ pub struct ExperimentSpec {
     pub abort: Vec<AbortCondition>,
     /// After the last fault ends, every SLO must hold again within this time.
     pub recovery: Option<Recovery>,
+    /// `spec.replicas`: the least number of replicas of a service this experiment needs
+    /// (one when absent). Local mode starts that many; see docs/experiments.md.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub replicas: BTreeMap<String, u32>,
+}
+
+impl ExperimentSpec {
+    /// How many replicas of `service` this experiment needs: at least one.
+    pub fn replicas_of(&self, service: &str) -> u32 {
+        self.replicas.get(service).copied().unwrap_or(1)
+    }
 }
 
 /// When and how `chaos controller` runs an experiment on its own.
@@ -96,6 +107,28 @@ pub struct Load {
     pub timeout: Duration,
     /// Weighted request mix; never empty.
     pub requests: Vec<LoadRequest>,
+    /// Spells of another arrival rate, in time order, not overlapping, inside the run.
+    pub surges: Vec<Surge>,
+}
+
+/// A spell of another arrival rate (`spec.load.surges`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Surge {
+    /// When it starts, from the start of the run.
+    pub after: Duration,
+    /// How long it lasts.
+    pub duration: Duration,
+    /// The arrival rate while it lasts.
+    pub rate: Rate,
+}
+
+/// When the last fault or load surge ends, from the start of the run: what `recovery` is
+/// judged from. `None` when there is neither.
+pub fn disturbance_end(faults: &[Fault], surges: &[Surge]) -> Option<std::time::Duration> {
+    let faults = faults.iter().map(|f| f.after.std() + f.duration.std());
+    let surges = surges.iter().map(|s| s.after.std() + s.duration.std());
+    faults.chain(surges).max()
 }
 
 /// A load target: a service name resolved by the environment, or a literal URL.
@@ -179,14 +212,39 @@ impl Default for EffectRule {
 #[serde(rename_all = "camelCase")]
 pub enum Target {
     /// A service by name: fleet service, compose service or the Kubernetes
-    /// label `app.kubernetes.io/name`. Works in every mode.
-    Service(String),
+    /// label `app.kubernetes.io/name`, and how many of its replicas are hit. Works in
+    /// every mode.
+    Service(ServiceTarget),
     /// Kubernetes pods selected by labels (Kubernetes mode only).
     Pods(PodSelector),
     /// A process id on the node (local and compose modes).
     Pid(u32),
     /// A container name or id (local and compose modes).
     Container(String),
+}
+
+impl Target {
+    /// Every replica of the service `name`.
+    pub fn service(name: impl Into<String>) -> Target {
+        Target::Service(ServiceTarget {
+            name: name.into(),
+            mode: SelectionMode::All,
+            seed: None,
+        })
+    }
+}
+
+/// A service target: its replicas (local processes, compose containers or Kubernetes
+/// pods) are chosen like pods by a label selector, but every one is hit by default.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceTarget {
+    /// The service name.
+    pub name: String,
+    /// How many of its replicas are hit; `all` when absent.
+    pub mode: SelectionMode,
+    /// Seed that makes the selection replayable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 /// Kubernetes pod selection.

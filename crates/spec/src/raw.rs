@@ -203,6 +203,10 @@ pub struct ExperimentSpec {
     /// After the last fault ends, every SLO must hold again within this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<Recover<Recovery>>,
+    /// The least number of replicas of a service the experiment needs, e.g.
+    /// `{inventory: 2}`; one when absent. Local mode starts that many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<BTreeMap<String, u32>>,
 }
 
 /// `spec.load`: constant-arrival-rate traffic.
@@ -218,7 +222,8 @@ pub struct Load {
     pub connections: Option<u32>,
     /// Most connections the generator may open when the open model needs more requests
     /// in flight than `connections`; at least `connections`, at most 10000. When absent,
-    /// `max(connections, min(ceil(rate × timeout), 512))`.
+    /// `max(connections, min(ceil(rate × timeout), 512))`, with the highest of `rate` and
+    /// the surges' rates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
     /// Per-request timeout; a timed-out request counts as an error. `5s` when absent.
@@ -226,6 +231,23 @@ pub struct Load {
     pub timeout: Option<DurationText>,
     /// Weighted request mix; at least one.
     pub requests: Vec<LoadRequest>,
+    /// Spells of a higher (or lower) arrival rate: a flash sale, a retry storm from a
+    /// client, a batch job. Each replaces `rate` from its `after` for its `duration`; they
+    /// may not overlap and must end inside the experiment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub surges: Vec<Surge>,
+}
+
+/// One entry of `spec.load.surges`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Surge {
+    /// When the surge starts, from the start of the run.
+    pub after: DurationText,
+    /// How long it lasts.
+    pub duration: DurationText,
+    /// The arrival rate while it lasts, e.g. `2500/s`.
+    pub rate: RateText,
 }
 
 /// One entry of the request mix.
@@ -364,10 +386,11 @@ pub struct Target {
     /// Kubernetes only: pod label selector (all must match).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
-    /// Kubernetes only: how many matching pods are hit; `one` when absent.
+    /// How many of the service's replicas (`all` when absent) or of the pods matching
+    /// `labels` (`one` when absent) are hit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<SelectionMode>,
-    /// Kubernetes only: seed that makes the selection replayable.
+    /// Seed that makes the `mode` selection replayable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// Local and compose modes: a process id.

@@ -11,7 +11,8 @@ use crate::diagnostic::{Diagnostic, Diagnostics, Path, Problems, all_of, one_of}
 use crate::model::{
     self, API_VERSION, AbortCondition, CpuFault, Experiment, Fault, FaultKind, HttpAbort,
     HttpDelay, HttpFault, KIND, LoadRequest, LoadTarget, NetworkAction, NetworkFault, Peer,
-    PodSelector, Recovery, Schedule, SelectionMode, Slo, SloKind, SloSource, SteadyState, Target,
+    PodSelector, Recovery, Schedule, SelectionMode, ServiceTarget, Slo, SloKind, SloSource,
+    SteadyState, Target,
 };
 use crate::raw;
 use crate::units::{Bandwidth, ByteSize, Duration, Percent, Rate, UnitError};
@@ -236,10 +237,10 @@ fn spec(
     let duration = positive_duration(p, &path.key("duration"), s.duration.as_str());
 
     let schedule = schedule(s, p, path);
-    let load = s
-        .load
-        .as_ref()
-        .map(|l| l.get().and_then(|l| load(l, p, &path.key("load"))));
+    let load = s.load.as_ref().map(|l| {
+        l.get()
+            .and_then(|l| load(l, duration, p, &path.key("load")))
+    });
 
     // SLOs first: steady state and the cross-field rules refer to them.
     let mut slo_names = HashSet::new();
@@ -379,21 +380,39 @@ fn spec(
         r.get().and_then(|r| {
             let rpath = path.key("recovery").key("within");
             let within = positive_duration(p, &rpath, r.within.as_str())?;
-            let last_end = faults.iter().map(|f| f.after.std() + f.duration.std()).max();
-            if let (Some(total), Some(last_end)) = (duration, last_end) {
-                if last_end + within.std() > total.std() {
-                    p.push(
-                        &rpath,
-                        format!(
-                            "recovery must be observable inside the run: the last fault ends at {}, plus {within} is past the experiment duration {total}",
-                            Duration(last_end)
-                        ),
-                    );
-                }
+            let nothing_to_recover_from = s.faults.is_empty()
+                && s
+                    .load
+                    .as_ref()
+                    .is_none_or(|l| l.get().is_some_and(|l| l.surges.is_empty()));
+            if nothing_to_recover_from {
+                p.push(
+                    &path.key("recovery"),
+                    "recovery is judged from the end of the last fault or load surge, and this experiment has neither: add one, or remove `recovery`",
+                );
+                return None;
+            }
+            let surges = match &load {
+                Some(Some(l)) => l.surges.as_slice(),
+                _ => &[],
+            };
+            if let (Some(total), Some(last_end)) =
+                (duration, model::disturbance_end(&faults, surges))
+                && last_end + within.std() > total.std()
+            {
+                p.push(
+                    &rpath,
+                    format!(
+                        "recovery must be observable inside the run: the last fault or surge ends at {}, plus {within} is past the experiment duration {total}",
+                        Duration(last_end)
+                    ),
+                );
             }
             Some(Recovery { within })
         })
     });
+
+    let replicas = replicas(s.replicas.as_ref(), p, &path.key("replicas"));
 
     if p.0.len() != before {
         return None;
@@ -421,6 +440,7 @@ fn spec(
         slos,
         abort,
         recovery,
+        replicas,
     })
 }
 
@@ -514,7 +534,12 @@ fn schedule(s: &raw::ExperimentSpec, p: &mut Problems, path: &Path) -> Option<Sc
     })
 }
 
-fn load(l: &raw::Load, p: &mut Problems, path: &Path) -> Option<model::Load> {
+fn load(
+    l: &raw::Load,
+    run: Option<Duration>,
+    p: &mut Problems,
+    path: &Path,
+) -> Option<model::Load> {
     let before = p.0.len();
     let target = if let Some(rest) = l
         .target
@@ -541,19 +566,8 @@ fn load(l: &raw::Load, p: &mut Problems, path: &Path) -> Option<model::Load> {
         }
         LoadTarget::Service(l.target.clone())
     };
-    let rate = unit::<Rate>(p, &path.key("rate"), l.rate.as_str()).filter(|r| {
-        let ok = r.as_per_second() <= MAX_LOAD_RATE;
-        if !ok {
-            p.push(
-                &path.key("rate"),
-                format!(
-                    "expected at most {MAX_LOAD_RATE}/s, found `{}`: one load generator cannot pace more",
-                    l.rate.as_str()
-                ),
-            );
-        }
-        ok
-    });
+    let rate = load_rate(p, &path.key("rate"), &l.rate);
+    let surges = surges(&l.surges, run, p, &path.key("surges"));
     let connections = l.connections.unwrap_or(DEFAULT_CONNECTIONS);
     if connections == 0 {
         p.push(
@@ -640,17 +654,106 @@ fn load(l: &raw::Load, p: &mut Problems, path: &Path) -> Option<model::Load> {
     if p.0.len() != before {
         return None;
     }
-    let (rate, timeout) = (rate?, timeout?);
+    let (rate, timeout, surges) = (rate?, timeout?, surges?);
+    // Sized for the busiest stretch: a surge needs as many requests in flight as it brings.
+    let peak = surges
+        .iter()
+        .map(|s| s.rate)
+        .fold(rate, |a, b| if b > a { b } else { a });
     Some(model::Load {
         target,
         rate,
         connections,
         max_connections: l
             .max_connections
-            .unwrap_or_else(|| default_max_connections(connections, rate, timeout)),
+            .unwrap_or_else(|| default_max_connections(connections, peak, timeout)),
         timeout,
         requests,
+        surges,
     })
+}
+
+/// A located error at `path.duration` unless `[after, after + duration)` ends inside the
+/// experiment's `run`.
+fn inside_run(
+    p: &mut Problems,
+    path: &Path,
+    what: &str,
+    after: Duration,
+    duration: Duration,
+    run: Duration,
+) {
+    let end = Duration(after.std() + duration.std());
+    if end > run {
+        p.push(
+            &path.key("duration"),
+            format!(
+                "the {what} must lie inside the experiment: it starts at {after} and lasts {duration}, ending at {end}, after the experiment's duration {run}"
+            ),
+        );
+    }
+}
+
+fn load_rate(p: &mut Problems, path: &Path, text: &raw::RateText) -> Option<Rate> {
+    unit::<Rate>(p, path, text.as_str()).filter(|r| {
+        let ok = r.as_per_second() <= MAX_LOAD_RATE;
+        if !ok {
+            p.push(
+                path,
+                format!(
+                    "expected at most {MAX_LOAD_RATE}/s, found `{}`: one load generator cannot pace more",
+                    text.as_str()
+                ),
+            );
+        }
+        ok
+    })
+}
+
+/// `load.surges`: each inside the run, none overlapping another.
+fn surges(
+    list: &[raw::Surge],
+    run: Option<Duration>,
+    p: &mut Problems,
+    path: &Path,
+) -> Option<Vec<model::Surge>> {
+    let before = p.0.len();
+    let mut out: Vec<(usize, model::Surge)> = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        let spath = path.index(i);
+        let after = unit::<Duration>(p, &spath.key("after"), s.after.as_str());
+        let duration = positive_duration(p, &spath.key("duration"), s.duration.as_str());
+        let rate = load_rate(p, &spath.key("rate"), &s.rate);
+        let (Some(after), Some(duration), Some(rate)) = (after, duration, rate) else {
+            continue;
+        };
+        if let Some(run) = run {
+            inside_run(p, &spath, "surge", after, duration, run);
+        }
+        out.push((
+            i,
+            model::Surge {
+                after,
+                duration,
+                rate,
+            },
+        ));
+    }
+    out.sort_by_key(|(_, s)| s.after);
+    for pair in out.windows(2) {
+        let ((_, a), (j, b)) = (&pair[0], &pair[1]);
+        let a_end = Duration(a.after.std() + a.duration.std());
+        if b.after < a_end {
+            p.push(
+                &path.index(*j).key("after"),
+                format!(
+                    "surges may not overlap: this one starts at {}, before the one starting at {} ends at {a_end}",
+                    b.after, a.after
+                ),
+            );
+        }
+    }
+    (p.0.len() == before).then(|| out.into_iter().map(|(_, s)| s).collect())
 }
 
 fn fault_entry(
@@ -665,16 +768,7 @@ fn fault_entry(
     let after = opt_duration(p, &path.key("after"), f.after.as_ref());
     let duration = positive_duration(p, &path.key("duration"), f.duration.as_str());
     if let (Some(run), Some(after), Some(duration)) = (run, after, duration) {
-        let end = after.std() + duration.std();
-        if end > run.std() {
-            p.push(
-                &path.key("duration"),
-                format!(
-                    "the fault must lie inside the experiment: it starts at {after} and lasts {duration}, ending at {}, after the experiment's duration {run}",
-                    Duration(end)
-                ),
-            );
-        }
+        inside_run(p, path, "fault", after, duration, run);
     }
     let kind = validate_fault_kind(&f.kind(), opts, p, path);
     let effect = effect_rule(f.effect.as_ref(), p, &path.key("effect"));
@@ -716,17 +810,19 @@ fn target(t: &raw::Target, p: &mut Problems, path: &Path) -> Option<Target> {
             ("container", t.container.is_some()),
         ],
     );
-    if form != Some("labels") {
-        for (name, set) in [
-            ("namespace", t.namespace.is_some()),
-            ("mode", t.mode.is_some()),
-            ("seed", t.seed.is_some()),
-        ] {
+    if form != Some("labels") && t.namespace.is_some() {
+        p.push(
+            &path.key("namespace"),
+            "`namespace` only applies to a `labels` target (Kubernetes pod selection)",
+        );
+    }
+    if matches!(form, Some("pid" | "container")) {
+        for (name, set) in [("mode", t.mode.is_some()), ("seed", t.seed.is_some())] {
             if set {
                 p.push(
                     &path.key(name),
                     format!(
-                        "`{name}` only applies to a `labels` target (Kubernetes pod selection)"
+                        "`{name}` chooses among replicas, so it applies to a `service` or `labels` target only"
                     ),
                 );
             }
@@ -744,7 +840,11 @@ fn target(t: &raw::Target, p: &mut Problems, path: &Path) -> Option<Target> {
                 );
                 return None;
             }
-            Some(Target::Service(s.clone()))
+            Some(Target::Service(ServiceTarget {
+                name: s.clone(),
+                mode: selection_mode(t.mode.as_ref(), SelectionMode::All, p, path)?,
+                seed: t.seed,
+            }))
         }
         "pid" => {
             let pid = t.pid?;
@@ -777,32 +877,7 @@ fn target(t: &raw::Target, p: &mut Problems, path: &Path) -> Option<Target> {
                 );
                 return None;
             }
-            let mode = match &t.mode {
-                None | Some(raw::SelectionMode::One) => Some(SelectionMode::One),
-                Some(raw::SelectionMode::All) => Some(SelectionMode::All),
-                Some(raw::SelectionMode::Fixed(n)) => {
-                    if *n == 0 {
-                        p.push(
-                            &path.key("mode").key("fixed"),
-                            "expected at least 1 pod, found 0",
-                        );
-                        None
-                    } else {
-                        Some(SelectionMode::Fixed(*n))
-                    }
-                }
-                Some(raw::SelectionMode::Percent(pc)) => {
-                    let mpath = path.key("mode").key("percent");
-                    percent(p, &mpath, pc.as_str()).and_then(|v| {
-                        if v.fraction() == 0.0 {
-                            p.push(&mpath, "expected a share above 0%, found 0%");
-                            None
-                        } else {
-                            Some(SelectionMode::Percent(v))
-                        }
-                    })
-                }
-            };
+            let mode = selection_mode(t.mode.as_ref(), SelectionMode::One, p, path);
             if let Some(ns) = &t.namespace {
                 name_rule(p, &path.key("namespace"), "namespace", ns);
             }
@@ -812,6 +887,74 @@ fn target(t: &raw::Target, p: &mut Problems, path: &Path) -> Option<Target> {
                 mode: mode?,
                 seed: t.seed,
             }))
+        }
+    }
+}
+
+/// The most replicas of one service an experiment may ask for: each is a process (or
+/// container) of its own, and local mode runs them all on one machine.
+pub const MAX_REPLICAS: u32 = 8;
+
+/// `spec.replicas`: service names with 1 to [`MAX_REPLICAS`] replicas each.
+fn replicas(
+    r: Option<&BTreeMap<String, u32>>,
+    p: &mut Problems,
+    path: &Path,
+) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    for (service, n) in r.into_iter().flatten() {
+        let at = path.key(service);
+        if !is_dns_label(service) {
+            p.push(
+                &at,
+                format!(
+                    "expected a service name (lower case letters, digits and `-`), found `{service}`"
+                ),
+            );
+        } else if !(1..=MAX_REPLICAS).contains(n) {
+            p.push(
+                &at,
+                format!("expected 1 to {MAX_REPLICAS} replicas, found {n}"),
+            );
+        } else {
+            out.insert(service.clone(), *n);
+        }
+    }
+    out
+}
+
+/// A target's `mode`: how many replicas (or matching pods) are hit; `default` when absent.
+fn selection_mode(
+    mode: Option<&raw::SelectionMode>,
+    default: SelectionMode,
+    p: &mut Problems,
+    path: &Path,
+) -> Option<SelectionMode> {
+    match mode {
+        None => Some(default),
+        Some(raw::SelectionMode::One) => Some(SelectionMode::One),
+        Some(raw::SelectionMode::All) => Some(SelectionMode::All),
+        Some(raw::SelectionMode::Fixed(n)) => {
+            if *n == 0 {
+                p.push(
+                    &path.key("mode").key("fixed"),
+                    "expected at least 1 replica, found 0",
+                );
+                None
+            } else {
+                Some(SelectionMode::Fixed(*n))
+            }
+        }
+        Some(raw::SelectionMode::Percent(pc)) => {
+            let mpath = path.key("mode").key("percent");
+            percent(p, &mpath, pc.as_str()).and_then(|v| {
+                if v.fraction() == 0.0 {
+                    p.push(&mpath, "expected a share above 0%, found 0%");
+                    None
+                } else {
+                    Some(SelectionMode::Percent(v))
+                }
+            })
         }
     }
 }
@@ -1080,6 +1223,9 @@ fn unknown_services(s: &raw::ExperimentSpec, known: &[String], p: &mut Problems,
         && !l.target.contains("://")
     {
         named.push((path.key("load").key("target"), &l.target));
+    }
+    for service in s.replicas.iter().flat_map(|r| r.keys()) {
+        named.push((path.key("replicas").key(service), service));
     }
     for (i, f) in s.faults.iter().enumerate() {
         let Some(f) = f.get() else { continue };
@@ -1358,6 +1504,84 @@ mod tests {
             d.to_string()
                 .starts_with("spec.faults[0].duration: the fault must lie inside"),
             "{d}"
+        );
+    }
+
+    #[test]
+    fn recovery_needs_a_fault_or_surge_to_recover_from() {
+        let with = |surges: serde_json::Value, within: &str| {
+            let json = serde_json::json!({
+                "duration": "30s",
+                "load": {"target": "gateway", "rate": "100/s", "requests": [{"path": "/"}],
+                         "surges": surges},
+                "recovery": {"within": within},
+            });
+            let spec: raw::ExperimentSpec = serde_json::from_value(json).unwrap();
+            spec.validate(&ValidateOptions::default())
+                .map_err(|d| d.iter().map(|d| d.to_string()).collect::<Vec<_>>())
+        };
+        let nothing = with(serde_json::json!([]), "5s").unwrap_err();
+        assert_eq!(nothing.len(), 1, "{nothing:?}");
+        assert!(
+            nothing[0].starts_with("spec.recovery: recovery is judged from the end of the last fault or load surge, and this experiment has neither"),
+            "{nothing:?}"
+        );
+        let surge = serde_json::json!([{"after": "5s", "duration": "15s", "rate": "500/s"}]);
+        assert!(with(surge.clone(), "10s").is_ok());
+        // The surge ends at 20 s: 20 s + 11 s is past the run's 30 s.
+        let late = with(surge, "11s").unwrap_err();
+        assert!(
+            late[0].starts_with("spec.recovery.within: recovery must be observable inside the run: the last fault or surge ends at 20s"),
+            "{late:?}"
+        );
+    }
+
+    #[test]
+    fn surges_must_lie_inside_the_run_and_not_overlap() {
+        let with = |surges: serde_json::Value| {
+            let json = serde_json::json!({
+                "duration": "30s",
+                "load": {"target": "gateway", "rate": "100/s", "requests": [{"path": "/"}],
+                         "surges": surges},
+            });
+            let spec: raw::ExperimentSpec = serde_json::from_value(json).unwrap();
+            spec.validate(&ValidateOptions::default())
+        };
+        let ok = with(serde_json::json!([
+            {"after": "20s", "duration": "10s", "rate": "50/s"},
+            {"after": "5s", "duration": "5s", "rate": "2500/s"},
+        ]))
+        .unwrap();
+        let load = ok.load.unwrap();
+        // Kept in time order, and the default connections sized for the busiest stretch.
+        assert_eq!(load.surges[0].rate.as_per_second(), 2500.0);
+        assert_eq!(load.max_connections, 512);
+        let problems = |surges| {
+            with(surges)
+                .unwrap_err()
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+        };
+        let late =
+            problems(serde_json::json!([{"after": "25s", "duration": "10s", "rate": "9/s"}]));
+        assert!(
+            late[0].starts_with("spec.load.surges[0].duration: the surge must lie inside"),
+            "{late:?}"
+        );
+        let overlap = problems(serde_json::json!([
+            {"after": "5s", "duration": "10s", "rate": "9/s"},
+            {"after": "10s", "duration": "1s", "rate": "9/s"},
+        ]));
+        assert!(
+            overlap[0].starts_with("spec.load.surges[1].after: surges may not overlap"),
+            "{overlap:?}"
+        );
+        let absurd =
+            problems(serde_json::json!([{"after": "1s", "duration": "1s", "rate": "9999999/s"}]));
+        assert!(
+            absurd[0].starts_with("spec.load.surges[0].rate: expected at most"),
+            "{absurd:?}"
         );
     }
 

@@ -165,7 +165,7 @@ fn quickstart_is_the_documented_scenario_without_promql() {
         assert_eq!(f.after, Duration::from_secs(10), "{}", f.name);
         assert_eq!(f.duration, Duration::from_secs(30), "{}", f.name);
     }
-    assert_eq!(s.faults[0].target, Target::Service("payments".into()));
+    assert_eq!(s.faults[0].target, Target::service("payments"));
     match &s.faults[0].kind {
         FaultKind::Network(n) => {
             assert_eq!(n.direction, faultline_spec::Direction::Ingress);
@@ -183,7 +183,7 @@ fn quickstart_is_the_documented_scenario_without_promql() {
         FaultKind::Cpu(c) => assert_eq!(c.load.percent(), 80.0),
         other => panic!("payments-cpu is {other:?}"),
     }
-    assert_eq!(s.faults[2].target, Target::Service("notifications".into()));
+    assert_eq!(s.faults[2].target, Target::service("notifications"));
     match &s.faults[2].kind {
         FaultKind::Http(h) => {
             let a = h.abort.as_ref().expect("abort");

@@ -1,5 +1,6 @@
 //! The fleet's RED and resilience metrics, registered under the [`crate::names`] constants.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -187,6 +188,8 @@ pub struct ServiceMetrics {
     degradation: Family<ServiceLabels, Gauge>,
     double_charges: Family<ServiceLabels, Counter>,
     deadline_exceeded: Family<ActionLabels, Counter>,
+    queue_depth: Family<ServiceLabels, Gauge>,
+    delivery_lag: Family<ServiceLabels, Gauge<f64, AtomicU64>>,
 }
 
 fn register(
@@ -213,6 +216,8 @@ impl ServiceMetrics {
             degradation: Family::default(),
             double_charges: Family::default(),
             deadline_exceeded: Family::default(),
+            queue_depth: Family::default(),
+            delivery_lag: Family::default(),
         };
         let defs = names::FLEET;
         register(registry, &defs[0], metrics.server_requests.clone());
@@ -225,6 +230,8 @@ impl ServiceMetrics {
         register(registry, &defs[7], metrics.degradation.clone());
         register(registry, &defs[8], metrics.double_charges.clone());
         register(registry, &defs[9], metrics.deadline_exceeded.clone());
+        register(registry, &defs[10], metrics.queue_depth.clone());
+        register(registry, &defs[11], metrics.delivery_lag.clone());
         // The degradation gauge and the late-request counters exist from the start, so
         // "level 0" and "none" are samples, not gaps.
         metrics.set_degradation_level(0);
@@ -355,6 +362,41 @@ impl ServiceMetrics {
                 service: self.service.clone(),
             })
             .inc_by(n);
+    }
+
+    /// Declares the notifications queue empty, so its gauges are samples from the start.
+    /// Only a service with a notifications queue calls it.
+    pub fn declare_notification_queue(&self) {
+        self.queue_depth
+            .get_or_create(&self.service_labels())
+            .set(0);
+        self.delivery_lag
+            .get_or_create(&self.service_labels())
+            .set(0.0);
+    }
+
+    /// One notification accepted into the queue.
+    pub fn notification_queued(&self) {
+        self.queue_depth.get_or_create(&self.service_labels()).inc();
+    }
+
+    /// The notification last counted as queued did not fit after all (the queue was full).
+    pub fn notification_refused(&self) {
+        self.queue_depth.get_or_create(&self.service_labels()).dec();
+    }
+
+    /// One notification handed to the provider after waiting `lag` in the queue.
+    pub fn notification_delivered(&self, lag: Duration) {
+        self.queue_depth.get_or_create(&self.service_labels()).dec();
+        self.delivery_lag
+            .get_or_create(&self.service_labels())
+            .set(lag.as_secs_f64());
+    }
+
+    fn service_labels(&self) -> ServiceLabels {
+        ServiceLabels {
+            service: self.service.clone(),
+        }
     }
 
     /// Counts one request that arrived after its caller's deadline, and what was done with it.

@@ -108,6 +108,14 @@ pub const DOUBLE_CHARGES_TOTAL: &str = "double_charges_total";
 /// that had already given up, such as a charge for an order its customer saw fail).
 pub const DEADLINE_EXCEEDED_TOTAL: &str = "deadline_exceeded_total";
 
+// ---- fleet: notifications queue --------------------------------------------------
+
+/// Notifications accepted and not yet handed to the outbound provider.
+pub const NOTIFICATION_QUEUE_DEPTH: &str = "notification_queue_depth";
+/// How long the notification handed to the provider last had waited in the queue, in
+/// seconds: what a customer waits for their confirmation beyond the provider's own time.
+pub const NOTIFICATION_DELIVERY_LAG_SECONDS: &str = "notification_delivery_lag_seconds";
+
 const SERVER_REQUEST_LABELS: &[&str] = &[LABEL_SERVICE, LABEL_ROUTE, LABEL_METHOD, LABEL_CODE];
 const SERVER_DURATION_LABELS: &[&str] = &[LABEL_SERVICE, LABEL_ROUTE, LABEL_METHOD];
 const CLIENT_REQUEST_LABELS: &[&str] = &[LABEL_SERVICE, LABEL_UPSTREAM, LABEL_OUTCOME];
@@ -178,6 +186,18 @@ pub const FLEET: &[MetricDef] = &[
         kind: MetricKind::Counter,
         labels: ACTION_LABELS,
         help: "Requests that arrived after their caller's deadline, by what was done with them.",
+    },
+    MetricDef {
+        name: NOTIFICATION_QUEUE_DEPTH,
+        kind: MetricKind::Gauge,
+        labels: SERVICE_LABELS,
+        help: "Notifications accepted and not yet handed to the outbound provider.",
+    },
+    MetricDef {
+        name: NOTIFICATION_DELIVERY_LAG_SECONDS,
+        kind: MetricKind::Gauge,
+        labels: SERVICE_LABELS,
+        help: "Seconds the last delivered notification waited in the queue.",
     },
 ];
 

@@ -80,6 +80,10 @@ fn every_family_round_trips_through_prometheus_parse_without_losing_samples() {
     }
     metrics.set_degradation_level(2);
     metrics.double_charges(1);
+    metrics.declare_notification_queue();
+    metrics.notification_queued();
+    metrics.notification_queued();
+    metrics.notification_delivered(std::time::Duration::from_millis(1500));
 
     let text = encode(&registry).unwrap();
     let lines = sample_lines(&text);

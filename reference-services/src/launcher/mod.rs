@@ -8,7 +8,7 @@
 //! # async fn demo() -> Result<(), faultline_fleet::LaunchError> {
 //! let options = LaunchOptions::current_exe()?.env("FL_RESILIENCE", "on");
 //! // Route every edge through a proxy; here the identity (direct wiring).
-//! let fleet = Fleet::start_wired(options, |_edge, upstream| upstream).await?;
+//! let fleet = Fleet::start_wired(options, |_edge, _replica, upstream| upstream).await?;
 //! println!("gateway at {}", fleet.url(Service::Gateway));
 //! println!("payments pid {:?}", fleet.pid(Service::Payments));
 //! fleet.stop().await;
@@ -20,6 +20,10 @@
 //! - each child runs `<exe> fleet serve <service>` with `FL_BIND` and its `FL_UPSTREAM_*`
 //!   variables set, and prints one JSON line `{"event":"listening",...,"addr":...}` on stdout
 //!   once its listener is bound; [`Fleet::start_wired`] returns only when every service has;
+//! - a service runs one replica unless [`LaunchOptions::replicas`] asks for more; each
+//!   replica is a process with its own address, named `<service>-<n>` (n from 1; plain
+//!   `<service>` when it is the only one), and a dependant dials all of them (a
+//!   comma-separated `FL_UPSTREAM_*` list its balancer spreads calls over);
 //! - a child that exits on its own is restarted on the same address with exponential back-off
 //!   ([`RestartPolicy`]); [`Fleet::pid`] always reads the current process;
 //! - every child has `PR_SET_PDEATHSIG(SIGKILL)`, so none outlives the launching thread even
@@ -161,6 +165,8 @@ pub struct LaunchOptions {
     pub env: Vec<(String, String)>,
     /// Environment overrides for one service, applied after [`LaunchOptions::env`].
     pub service_env: BTreeMap<Service, Vec<(String, String)>>,
+    /// Replicas per service; one when absent.
+    pub replicas: BTreeMap<Service, u32>,
     /// Where children's logs go.
     pub logs: ChildLogs,
     /// How long a child may take to announce its address.
@@ -180,6 +186,7 @@ impl LaunchOptions {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             env: Vec::new(),
             service_env: BTreeMap::new(),
+            replicas: BTreeMap::new(),
             logs: ChildLogs::Inherit,
             start_timeout: Duration::from_secs(10),
             stop_grace: Duration::from_secs(5),
@@ -211,6 +218,12 @@ impl LaunchOptions {
             .entry(service)
             .or_default()
             .push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs `n` replicas of `service` (at least one).
+    pub fn replicas(mut self, service: Service, n: u32) -> Self {
+        self.replicas.insert(service, n.max(1));
         self
     }
 
@@ -250,6 +263,8 @@ struct Started {
 #[derive(Debug, Clone)]
 struct SpawnSpec {
     service: Service,
+    /// The replica's name: the service's, or `<service>-<n>` when it has several.
+    name: String,
     exe: PathBuf,
     env: Vec<(String, String)>,
     logs: ChildLogs,
@@ -322,7 +337,7 @@ impl SpawnSpec {
                     path: dir.clone(),
                     source,
                 })?;
-                let path = dir.join(format!("{}.log", self.service));
+                let path = dir.join(format!("{}.log", self.name));
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -356,10 +371,11 @@ async fn drain(mut reader: BufReader<ChildStdout>) {
     }
 }
 
-/// One supervised service as seen by the [`Fleet`].
+/// One supervised replica as seen by the [`Fleet`].
 #[derive(Debug)]
 struct Member {
     service: Service,
+    name: String,
     addr: SocketAddr,
     pid: Arc<AtomicU32>,
     restarts: Arc<AtomicU32>,
@@ -371,7 +387,7 @@ struct Member {
 #[derive(Debug)]
 pub struct Fleet {
     members: Vec<Member>,
-    upstreams: BTreeMap<Edge, SocketAddr>,
+    upstreams: BTreeMap<Edge, Vec<SocketAddr>>,
     cancel: CancellationToken,
     stop_grace: Duration,
     start_timeout: Duration,
@@ -380,16 +396,17 @@ pub struct Fleet {
 impl Fleet {
     /// Starts the fleet with every edge wired directly.
     pub async fn start(options: LaunchOptions) -> Result<Fleet, LaunchError> {
-        Fleet::start_wired(options, |_, upstream| upstream).await
+        Fleet::start_wired(options, |_, _, upstream| upstream).await
     }
 
     /// Starts the fleet, leaves first. Before a dependant starts, `wire` is called once per
-    /// edge (in [`EDGES`] order within the dependant) with the upstream's real address and
-    /// returns the address the dependant should dial instead (e.g. a proxy that forwards to
-    /// it). On error every service started so far is killed.
+    /// edge (in [`EDGES`] order within the dependant) and upstream replica, with the
+    /// replica's name and real address, and returns the address the dependant should dial
+    /// instead (e.g. a proxy that forwards to it). On error every service started so far
+    /// is killed.
     pub async fn start_wired<F>(options: LaunchOptions, mut wire: F) -> Result<Fleet, LaunchError>
     where
-        F: FnMut(Edge, SocketAddr) -> SocketAddr,
+        F: FnMut(Edge, &str, SocketAddr) -> SocketAddr,
     {
         let mut fleet = Fleet {
             members: Vec::with_capacity(Service::START_ORDER.len()),
@@ -401,24 +418,33 @@ impl Fleet {
         for service in Service::START_ORDER {
             let mut env = options.env.clone();
             for edge in service.upstreams() {
-                let real = fleet.addr(edge.to);
-                let dial = wire(*edge, real);
-                fleet.upstreams.insert(*edge, dial);
-                env.push((edge.to.upstream_env().to_string(), dial.to_string()));
+                let dials: Vec<SocketAddr> = fleet
+                    .members
+                    .iter()
+                    .filter(|m| m.service == edge.to)
+                    .map(|m| wire(*edge, &m.name, m.addr))
+                    .collect();
+                let list: Vec<String> = dials.iter().map(SocketAddr::to_string).collect();
+                env.push((edge.to.upstream_env().to_string(), list.join(",")));
+                fleet.upstreams.insert(*edge, dials);
             }
             if let Some(extra) = options.service_env.get(&service) {
                 env.extend(extra.iter().cloned());
             }
-            let spec = SpawnSpec {
-                service,
-                exe: options.exe.clone(),
-                env,
-                logs: options.logs.clone(),
-                start_timeout: options.start_timeout,
-            };
-            // On error `fleet` is dropped here, which kills what already runs.
-            let started = spec.spawn(SocketAddr::new(options.bind_ip, 0)).await?;
-            fleet.adopt(spec, started, options.restart, options.stop_grace);
+            let replicas = options.replicas.get(&service).copied().unwrap_or(1).max(1);
+            for replica in 1..=replicas {
+                let spec = SpawnSpec {
+                    service,
+                    name: replica_name(service, replica, replicas),
+                    exe: options.exe.clone(),
+                    env: env.clone(),
+                    logs: options.logs.clone(),
+                    start_timeout: options.start_timeout,
+                };
+                // On error `fleet` is dropped here, which kills what already runs.
+                let started = spec.spawn(SocketAddr::new(options.bind_ip, 0)).await?;
+                fleet.adopt(spec, started, options.restart, options.stop_grace);
+            }
         }
         Ok(fleet)
     }
@@ -429,7 +455,8 @@ impl Fleet {
         let (desired, desired_rx) = watch::channel(true);
         let addr = started.addr;
         let service = spec.service;
-        tracing::info!(service = %spec.service, %addr, pid = pid.load(Ordering::Relaxed), "fleet service started");
+        let name = spec.name.clone();
+        tracing::info!(replica = %name, %addr, pid = pid.load(Ordering::Relaxed), "fleet service started");
         let supervisor = Supervisor {
             spec,
             addr,
@@ -443,6 +470,7 @@ impl Fleet {
         let task = tokio::spawn(supervisor.run(started));
         self.members.push(Member {
             service,
+            name,
             addr,
             pid,
             restarts,
@@ -451,34 +479,55 @@ impl Fleet {
         });
     }
 
+    /// The replicas of `service`, in order. Every service is started before a Fleet is
+    /// handed out, so there is at least one.
+    fn members_of(&self, service: Service) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(move |m| m.service == service)
+    }
+
     fn member(&self, service: Service) -> &Member {
-        // Every service is started before a Fleet is handed out, so the lookup cannot miss.
-        self.members
-            .iter()
-            .find(|m| m.service == service)
+        self.members_of(service)
+            .next()
             .unwrap_or_else(|| unreachable!("fleet member {service} missing"))
     }
 
-    /// The address `service` listens on. It stays the same across restarts.
+    /// The address `service` (its first replica) listens on. It stays the same across
+    /// restarts.
     pub fn addr(&self, service: Service) -> SocketAddr {
         self.member(service).addr
     }
 
-    /// `http://<addr>` of `service`.
+    /// `http://<addr>` of `service` (its first replica).
     pub fn url(&self, service: Service) -> String {
         format!("http://{}", self.addr(service))
     }
 
-    /// The `/metrics` URL of `service`, for a scraper.
+    /// The `/metrics` URL of `service` (its first replica), for a scraper.
     pub fn metrics_url(&self, service: Service) -> String {
         format!("http://{}/metrics", self.addr(service))
     }
 
-    /// Every service with its `/metrics` URL, in start order.
-    pub fn metrics_targets(&self) -> Vec<(Service, String)> {
+    /// Every replica of `service`, in order.
+    pub fn replicas(&self, service: Service) -> Vec<Replica> {
+        self.members_of(service)
+            .map(|m| Replica {
+                service,
+                name: m.name.clone(),
+                addr: m.addr,
+                pid: match m.pid.load(Ordering::Acquire) {
+                    0 => None,
+                    pid => Some(pid),
+                },
+            })
+            .collect()
+    }
+
+    /// Every replica with its `/metrics` URL, in start order: what a scraper scrapes,
+    /// with the replica's name as its instance.
+    pub fn metrics_targets(&self) -> Vec<Replica> {
         Service::START_ORDER
             .iter()
-            .map(|s| (*s, self.metrics_url(*s)))
+            .flat_map(|s| self.replicas(*s))
             .collect()
     }
 
@@ -487,13 +536,15 @@ impl Fleet {
         &EDGES
     }
 
-    /// The address the dependant of `edge` dials: what the `wire` callback returned.
-    pub fn dial_addr(&self, edge: Edge) -> Option<SocketAddr> {
-        self.upstreams.get(&edge).copied()
+    /// The addresses the dependant of `edge` dials, one per upstream replica: what the
+    /// `wire` callback returned.
+    pub fn dial_addrs(&self, edge: Edge) -> &[SocketAddr] {
+        self.upstreams.get(&edge).map_or(&[], Vec::as_slice)
     }
 
-    /// The current PID of `service`, or `None` while it is down (crashed and waiting for its
-    /// restart, or held down by [`Fleet::stop_service`]). Changes after every restart.
+    /// The current PID of `service` (its first replica), or `None` while it is down
+    /// (crashed and waiting for its restart, or held down by [`Fleet::stop_service`]).
+    /// Changes after every restart.
     pub fn pid(&self, service: Service) -> Option<u32> {
         match self.member(service).pid.load(Ordering::Acquire) {
             0 => None,
@@ -501,59 +552,77 @@ impl Fleet {
         }
     }
 
-    /// How many times `service` was restarted after exiting on its own.
+    /// How many times the replicas of `service` were restarted after exiting on their own.
     pub fn restarts(&self, service: Service) -> u32 {
-        self.member(service).restarts.load(Ordering::Acquire)
+        self.members_of(service)
+            .map(|m| m.restarts.load(Ordering::Acquire))
+            .sum()
     }
 
-    /// Stops `service` (SIGTERM, then SIGKILL after the grace) and keeps it down, without
-    /// restarts, until [`Fleet::start_service`]. Returns once it has exited.
+    /// Stops every replica of `service` (SIGTERM, then SIGKILL after the grace) and keeps
+    /// them down, without restarts, until [`Fleet::start_service`]. Returns once they have
+    /// exited.
     pub async fn stop_service(&self, service: Service) {
-        let m = self.member(service);
-        m.desired.send_replace(false);
+        for m in self.members_of(service) {
+            m.desired.send_replace(false);
+        }
         let deadline = Instant::now() + self.stop_grace + Duration::from_secs(1);
-        while m.pid.load(Ordering::Acquire) != 0 && Instant::now() < deadline {
+        while self
+            .members_of(service)
+            .any(|m| m.pid.load(Ordering::Acquire) != 0)
+            && Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
-    /// SIGKILLs `service` (a crash, as a process fault would cause) and keeps it down, without
-    /// restarts, until [`Fleet::start_service`]. Returns once it has exited.
+    /// SIGKILLs every replica of `service` (a crash, as a process fault would cause) and
+    /// keeps them down, without restarts, until [`Fleet::start_service`]. Returns once they
+    /// have exited.
     pub async fn kill_service(&self, service: Service) {
-        let m = self.member(service);
-        m.desired.send_replace(false);
-        if let Some(pid) = self.pid(service).and_then(|p| i32::try_from(p).ok()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        for m in self.members_of(service) {
+            m.desired.send_replace(false);
+            if let Ok(pid) = i32::try_from(m.pid.load(Ordering::Acquire))
+                && pid != 0
+            {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
         }
         self.stop_service(service).await;
     }
 
-    /// Starts a service held down by [`Fleet::stop_service`] on its old address, and returns
-    /// once it accepts connections.
+    /// Starts the replicas of a service held down by [`Fleet::stop_service`] on their old
+    /// addresses, and returns the first one's PID once every one accepts connections.
     pub async fn start_service(&self, service: Service) -> Result<u32, LaunchError> {
-        let m = self.member(service);
-        m.desired.send_replace(true);
-        let deadline = Instant::now() + self.start_timeout;
-        loop {
-            let pid = m.pid.load(Ordering::Acquire);
-            if pid != 0 && tokio::net::TcpStream::connect(m.addr).await.is_ok() {
-                return Ok(pid);
-            }
-            if Instant::now() >= deadline {
-                return Err(LaunchError::StartTimeout {
-                    service,
-                    timeout: self.start_timeout,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        for m in self.members_of(service) {
+            m.desired.send_replace(true);
         }
+        let deadline = Instant::now() + self.start_timeout;
+        let mut first = None;
+        for m in self.members_of(service) {
+            loop {
+                let pid = m.pid.load(Ordering::Acquire);
+                if pid != 0 && tokio::net::TcpStream::connect(m.addr).await.is_ok() {
+                    first.get_or_insert(pid);
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(LaunchError::StartTimeout {
+                        service,
+                        timeout: self.start_timeout,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        Ok(first.unwrap_or_else(|| unreachable!("fleet member {service} missing")))
     }
 
     /// Stops every service, dependants first: SIGTERM, then SIGKILL after the grace.
     /// Returns once every child has exited.
     pub async fn stop(mut self) {
         for service in Service::START_ORDER.iter().rev() {
-            if let Some(m) = self.members.iter_mut().find(|m| m.service == *service) {
+            for m in self.members.iter_mut().filter(|m| m.service == *service) {
                 m.desired.send_replace(false);
                 if let Some(task) = m.task.take() {
                     // The supervisor terminates its child when the wish flips to false; a
@@ -632,7 +701,7 @@ impl Supervisor {
                         status = running.child.wait() => {
                             self.pid.store(0, Ordering::Release);
                             let ran = running.since.elapsed();
-                            log_exit(self.spec.service, &status);
+                            log_exit(&self.spec.name, &status);
                             if ran >= self.policy.reset_after {
                                 backoff = self.policy.initial_backoff;
                             }
@@ -672,11 +741,11 @@ impl Supervisor {
                             let pid = started.child.id().unwrap_or(0);
                             self.pid.store(pid, Ordering::Release);
                             self.restarts.fetch_add(1, Ordering::AcqRel);
-                            tracing::info!(service = %self.spec.service, pid, "fleet service restarted");
+                            tracing::info!(replica = %self.spec.name, pid, "fleet service restarted");
                             current = Some(started);
                         }
                         Err(e) => {
-                            tracing::warn!(service = %self.spec.service, error = %e, "restart failed");
+                            tracing::warn!(replica = %self.spec.name, error = %e, "restart failed");
                             next_start = Instant::now() + backoff;
                             backoff = self.policy.next(backoff);
                         }
@@ -687,10 +756,41 @@ impl Supervisor {
     }
 }
 
-fn log_exit(service: Service, status: &std::io::Result<ExitStatus>) {
+fn log_exit(replica: &str, status: &std::io::Result<ExitStatus>) {
     match status {
-        Ok(s) => tracing::warn!(%service, status = %s, "fleet service exited; restarting"),
-        Err(e) => tracing::warn!(%service, error = %e, "waiting for fleet service failed"),
+        Ok(s) => tracing::warn!(%replica, status = %s, "fleet service exited; restarting"),
+        Err(e) => tracing::warn!(%replica, error = %e, "waiting for fleet service failed"),
+    }
+}
+
+/// The name of replica `n` (from 1) of `of`: the service's own name when it is the only
+/// one, so a one-replica fleet's names (log files, proxies, scrape instances) are the
+/// service names.
+pub fn replica_name(service: Service, n: u32, of: u32) -> String {
+    if of <= 1 {
+        service.name().to_string()
+    } else {
+        format!("{service}-{n}")
+    }
+}
+
+/// One replica of a fleet service, as [`Fleet::replicas`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    /// Its service.
+    pub service: Service,
+    /// `<service>` or `<service>-<n>` ([`replica_name`]).
+    pub name: String,
+    /// The address it listens on, the same across restarts.
+    pub addr: SocketAddr,
+    /// Its current PID; `None` while it is down.
+    pub pid: Option<u32>,
+}
+
+impl Replica {
+    /// Its `/metrics` URL.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.addr)
     }
 }
 

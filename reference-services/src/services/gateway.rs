@@ -50,7 +50,11 @@ pub fn build(config: &ServiceConfig, obs: &Observability) -> Result<Built, Build
         .cloned()
         .unwrap_or_default();
     let limiter = if off.keeps(Policy::RateLimit) {
-        Some(RateLimiter::new(Quota::per_second(config.rate_limit)?).with_name("gateway"))
+        // Bursts of at most 100 ms' worth: a burst of a whole second's worth would let a
+        // surge in at twice the limit for its first second, which is what the limit is for.
+        let burst = (config.rate_limit / 10).max(1);
+        let quota = Quota::try_new(config.rate_limit, Duration::from_secs(1), burst)?;
+        Some(RateLimiter::new(quota).with_name("gateway"))
     } else {
         None
     };

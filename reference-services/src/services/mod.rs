@@ -44,7 +44,7 @@ pub fn build(config: &ServiceConfig, obs: &Observability) -> Result<Built, Build
         Service::Orders => orders::build(config, obs),
         Service::Inventory => Ok(inventory::build(config)),
         Service::Payments => Ok(payments::build(config, obs)),
-        Service::Notifications => Ok(notifications::build(config)),
+        Service::Notifications => Ok(notifications::build(config, obs)),
     }
 }
 

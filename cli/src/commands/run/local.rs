@@ -3,12 +3,18 @@
 //! wired through one of the agent's proxies, and the embedded scraper. No root, no
 //! Docker, no Prometheus.
 //!
-//! Target resolution: `{service: X}` is X's current PID plus the proxies that carry its
-//! traffic, chosen by the fault:
-//! - network faults: `ingress` = proxies of edges INTO X (including `load->X` when the
-//!   load targets X), `egress` = proxies of edges OUT of X, `both` = both sets;
-//! - HTTP faults act on requests, so they use the proxies INTO X;
-//! - CPU, memory and process faults use the PID.
+//! Replicas: X runs `spec.replicas.X` replicas (one by default), each a process with its
+//! own address and its own proxy on every edge into it (`orders->inventory-2`); its
+//! dependants balance over those proxies. The load's target runs one replica.
+//!
+//! Target resolution: `{service: X}` is the replicas of X its `mode` selects (all by
+//! default; seeded from the fault's name when it gives no seed), with their current PIDs
+//! and the proxies that carry their traffic, chosen by the fault:
+//! - network faults: `ingress` = proxies of edges INTO the selected replicas (including
+//!   `load->X` when the load targets X), `egress` = proxies of edges OUT of X, `both` = both
+//!   sets. Every replica of X dials the same proxies, so egress needs all of them selected;
+//! - HTTP faults act on requests, so they use the proxies INTO the selected replicas;
+//! - CPU, memory and process faults use the PIDs, one placement per selected replica.
 //!
 //! `{pid: N}` works for CPU, memory and process faults. Containers and pods need the
 //! compose or Kubernetes modes.
@@ -24,10 +30,11 @@ use faultline_controller::report::RunMode;
 use faultline_controller::run::{AgentCallError, AgentHandle, Environment, Placement, RunError};
 use faultline_controller::slo::embedded::{EmbeddedScraper, ScrapeTarget};
 use faultline_controller::slo::{BoxFuture, SloBackend};
-use faultline_fleet::{ChildLogs, EDGES, Fleet, LaunchOptions, Service};
+use faultline_fleet::{ChildLogs, EDGES, Fleet, LaunchOptions, Service, replica_name};
 use faultline_spec::wire::{Capabilities, FaultRequest, FaultState, ResolvedTarget};
 use faultline_spec::{
-    Direction, Experiment, Fault, FaultKind, LoadTarget, NetworkBackend, NetworkFault, Peer, Target,
+    Direction, Experiment, Fault, FaultKind, LoadTarget, NetworkBackend, NetworkFault, Peer,
+    ServiceTarget, Target, selection,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -123,6 +130,7 @@ pub struct LocalEnvironment {
     agent: Agent,
     handle: Arc<dyn AgentHandle>,
     fleet: Mutex<Option<Fleet>>,
+    shape: Shape,
     addrs: Vec<(Service, SocketAddr)>,
     load_edge: Option<(Service, SocketAddr)>,
     scraper: EmbeddedScraper,
@@ -130,8 +138,46 @@ pub struct LocalEnvironment {
     server_backend: Option<Arc<dyn SloBackend>>,
 }
 
-fn proxy_id(from: &str, to: Service) -> String {
+/// The proxy that carries `from`'s calls to the replica named `to`.
+fn proxy_id(from: &str, to: &str) -> String {
     format!("{from}->{to}")
+}
+
+/// How many replicas of each fleet service an experiment runs, and their names (the
+/// launcher's, [`replica_name`]).
+#[derive(Debug, Clone, Default)]
+struct Shape(std::collections::BTreeMap<Service, u32>);
+
+impl Shape {
+    /// The experiment's `spec.replicas`; names that are not fleet services are left to
+    /// [`check`].
+    fn of(experiment: &Experiment) -> Shape {
+        Shape(
+            experiment
+                .spec
+                .replicas
+                .iter()
+                .filter_map(|(name, n)| Some((name.parse().ok()?, *n)))
+                .collect(),
+        )
+    }
+
+    fn count(&self, service: Service) -> u32 {
+        self.0.get(&service).copied().unwrap_or(1)
+    }
+
+    fn names(&self, service: Service) -> Vec<String> {
+        let of = self.count(service);
+        (1..=of).map(|n| replica_name(service, n, of)).collect()
+    }
+
+    /// The replicas of `target` its mode selects for the fault named `fault`.
+    fn select(&self, target: &ServiceTarget, service: Service, fault: &str) -> Vec<String> {
+        let seed = target
+            .seed
+            .unwrap_or_else(|| selection::default_seed("", "", fault));
+        selection::select(&self.names(service), String::as_str, target.mode, seed)
+    }
 }
 
 /// The fleet service the load targets, if it targets one.
@@ -154,11 +200,12 @@ fn load_service(experiment: &Experiment) -> Option<Service> {
 /// widening: CIDR peers (all local traffic is loopback), a peer with no edge to
 /// `service` in that direction, any other port, and the privileged backends.
 fn network_proxies(
-    service: Service,
+    at: &Replicas<'_>,
     fault: &NetworkFault,
     load_target: Option<Service>,
     path: &str,
 ) -> Result<Vec<String>, Vec<String>> {
+    let service = at.service;
     let mut problems = Vec::new();
     if matches!(
         fault.backend,
@@ -189,9 +236,17 @@ fn network_proxies(
             ));
         }
     }
-    let proxies = edge_proxies(service, fault.direction, &peers, load_target);
+    if !matches!(fault.direction, Direction::Ingress)
+        && at.chosen.len() < at.shape.names(service).len()
+    {
+        problems.push(format!(
+            "{path}.direction: every replica of {service} calls its upstreams through the same proxies in local mode, so an {} fault must select all of them (`mode: all`, the default); select fewer only with `direction: ingress`",
+            direction_word(fault.direction)
+        ));
+    }
+    let proxies = edge_proxies(at, fault.direction, &peers, load_target);
     for (j, peer) in peers.iter().enumerate() {
-        if edge_proxies(service, fault.direction, &[*peer], None).is_empty() {
+        if edge_proxies(at, fault.direction, &[*peer], None).is_empty() {
             problems.push(format!(
                 "{path}.peers[{j}]: {service} has no {} traffic with {peer} (the fleet's edges: {})",
                 direction_word(fault.direction),
@@ -212,28 +267,43 @@ fn network_proxies(
     }
 }
 
-/// The proxies on the edges into `service` (ingress), out of it (egress) or both, whose
-/// other end is one of `peers` (any, when empty); the load's edge counts as ingress from
-/// no fleet service.
-fn edge_proxies(
+/// The replicas of one service a fault acts on.
+struct Replicas<'a> {
     service: Service,
+    /// Their names, a subset of `shape.names(service)`.
+    chosen: Vec<String>,
+    shape: &'a Shape,
+}
+
+/// The proxies on the edges into the chosen replicas (ingress), out of their service
+/// (egress) or both, whose other end is one of `peers` (any, when empty); the load's edge
+/// counts as ingress from no fleet service.
+fn edge_proxies(
+    at: &Replicas<'_>,
     direction: Direction,
     peers: &[Service],
     load_target: Option<Service>,
 ) -> Vec<String> {
+    let service = at.service;
     let ingress = matches!(direction, Direction::Ingress | Direction::Both);
     let egress = matches!(direction, Direction::Egress | Direction::Both);
     let wanted = |other: Service| peers.is_empty() || peers.contains(&other);
-    let mut proxies: Vec<String> = EDGES
-        .iter()
-        .filter(|e| {
-            (ingress && e.to == service && wanted(e.from))
-                || (egress && e.from == service && wanted(e.to))
-        })
-        .map(|e| proxy_id(e.from.name(), e.to))
-        .collect();
+    let mut proxies = Vec::new();
+    for e in &EDGES {
+        if ingress && e.to == service && wanted(e.from) {
+            proxies.extend(at.chosen.iter().map(|r| proxy_id(e.from.name(), r)));
+        }
+        if egress && e.from == service && wanted(e.to) {
+            proxies.extend(
+                at.shape
+                    .names(e.to)
+                    .iter()
+                    .map(|r| proxy_id(service.name(), r)),
+            );
+        }
+    }
     if ingress && peers.is_empty() && load_target == Some(service) {
-        proxies.push(proxy_id("load", service));
+        proxies.push(proxy_id("load", service.name()));
     }
     proxies
 }
@@ -255,14 +325,34 @@ fn direction_word(d: Direction) -> &'static str {
 pub fn check(experiment: &Experiment) -> Result<(), RunError> {
     let mut problems = Vec::new();
     let load_target = load_service(experiment);
+    let shape = Shape::of(experiment);
+    for name in experiment.spec.replicas.keys() {
+        if name.parse::<Service>().is_err() {
+            problems.push(format!(
+                "spec.replicas.{name}: `{name}` is not a reference fleet service (gateway, orders, inventory, payments, notifications)"
+            ));
+        }
+    }
+    if let Some(service) = load_target
+        && shape.count(service) > 1
+    {
+        problems.push(format!(
+            "spec.replicas.{service}: the load targets {service}, and local mode sends it through one proxy to one replica; replicate a service behind it"
+        ));
+    }
     for (i, f) in experiment.spec.faults.iter().enumerate() {
         match &f.target {
-            Target::Service(s) => match s.parse::<Service>() {
+            Target::Service(s) => match s.name.parse::<Service>() {
                 Ok(service) => {
                     if let FaultKind::Network(n) = &f.kind {
                         let path = format!("spec.faults[{i}].network");
+                        let at = Replicas {
+                            service,
+                            chosen: shape.select(s, service, &f.name),
+                            shape: &shape,
+                        };
                         problems.extend(
-                            network_proxies(service, n, load_target, &path)
+                            network_proxies(&at, n, load_target, &path)
                                 .err()
                                 .into_iter()
                                 .flatten()
@@ -271,8 +361,8 @@ pub fn check(experiment: &Experiment) -> Result<(), RunError> {
                     }
                 }
                 Err(_) => problems.push(format!(
-                    "fault `{}`: `{s}` is not a reference fleet service (gateway, orders, inventory, payments, notifications)",
-                    f.name
+                    "fault `{}`: `{}` is not a reference fleet service (gateway, orders, inventory, payments, notifications)",
+                    f.name, s.name
                 )),
             },
             Target::Pid(_) => {
@@ -322,6 +412,10 @@ impl LocalEnvironment {
         for (k, v) in &options.fleet_env {
             launch = launch.env(k.clone(), v.clone());
         }
+        let shape = Shape::of(experiment);
+        for (service, n) in &shape.0 {
+            launch = launch.replicas(*service, *n);
+        }
         launch = launch.logs(match &options.log_dir {
             Some(dir) => ChildLogs::Dir(dir.clone()),
             None => ChildLogs::Discard,
@@ -331,8 +425,8 @@ impl LocalEnvironment {
             let agent = agent.clone();
             let wire_error = Arc::clone(&wire_error);
             let rt = tokio::runtime::Handle::current();
-            Fleet::start_wired(launch, move |edge, upstream| {
-                let id = proxy_id(edge.from.name(), edge.to);
+            Fleet::start_wired(launch, move |edge, replica, upstream| {
+                let id = proxy_id(edge.from.name(), replica);
                 // The launcher's wiring callback is synchronous; proxy creation is a bind.
                 let created =
                     tokio::task::block_in_place(|| rt.block_on(agent.create_proxy(&id, upstream)));
@@ -360,7 +454,7 @@ impl LocalEnvironment {
                 let service: Service = s
                     .parse()
                     .map_err(|e| RunError::InvalidInput(format!("load.target: {e}")))?;
-                let id = proxy_id("load", service);
+                let id = proxy_id("load", service.name());
                 match agent.create_proxy(&id, fleet.addr(service)).await {
                     Ok(listen) => Some((service, listen)),
                     Err(e) => {
@@ -374,9 +468,9 @@ impl LocalEnvironment {
         let targets = fleet
             .metrics_targets()
             .into_iter()
-            .map(|(s, url)| ScrapeTarget {
-                instance: s.name().to_string(),
-                url,
+            .map(|r| ScrapeTarget {
+                url: r.metrics_url(),
+                instance: r.name,
             })
             .collect();
         let scraper = match EmbeddedScraper::new(targets, Duration::from_secs(1)) {
@@ -397,6 +491,7 @@ impl LocalEnvironment {
             handle: Arc::new(LocalAgent(agent.clone())),
             agent,
             fleet: Mutex::new(Some(fleet)),
+            shape,
             addrs,
             load_edge,
             scraper,
@@ -405,71 +500,34 @@ impl LocalEnvironment {
         })
     }
 
-    fn pid(&self, service: Service) -> Option<u32> {
+    /// The current PID of each replica of `service`, by name.
+    fn pids(&self, service: Service) -> Vec<(String, Option<u32>)> {
         self.fleet
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .and_then(|f| f.pid(service))
+            .map(|f| {
+                f.replicas(service)
+                    .into_iter()
+                    .map(|r| (r.name, r.pid))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn resolve_now(&self, fault: &Fault) -> Result<Vec<Placement>, RunError> {
-        let mut narrowed = None;
-        let target = match &fault.target {
-            Target::Service(name) => {
-                let service: Service = name
-                    .parse()
-                    .map_err(|e| RunError::InvalidInput(format!("fault `{}`: {e}", fault.name)))?;
-                let pid = self.pid(service).ok_or_else(|| {
-                    RunError::Infrastructure(format!(
-                        "fault `{}`: {service} is not running right now",
-                        fault.name
-                    ))
-                })?;
-                let proxies = match &fault.kind {
-                    FaultKind::Network(n) => {
-                        let load = self.load_edge.map(|(s, _)| s);
-                        let path = format!("fault `{}`: network", fault.name);
-                        let proxies = network_proxies(service, n, load, &path)
-                            .map_err(|p| RunError::InvalidInput(p.join("; ")))?;
-                        // The agent receives the fault already narrowed to these
-                        // proxies: its peers and ports are resolved here.
-                        narrowed = Some(FaultKind::Network(NetworkFault {
-                            peers: Vec::new(),
-                            ports: Vec::new(),
-                            ..n.clone()
-                        }));
-                        proxies
-                    }
-                    // An HTTP fault acts on what `service` answers: every edge into it.
-                    FaultKind::Http(_) => edge_proxies(
-                        service,
-                        Direction::Ingress,
-                        &[],
-                        self.load_edge.map(|(s, _)| s),
-                    ),
-                    _ => Vec::new(),
-                };
-                if matches!(fault.kind, FaultKind::Network(_) | FaultKind::Http(_))
-                    && proxies.is_empty()
-                {
-                    return Err(RunError::InvalidInput(format!(
-                        "fault `{}`: {service} has no traffic in that direction to fault in local mode (it calls no upstream)",
-                        fault.name
-                    )));
-                }
-                ResolvedTarget {
-                    name: service.name().to_string(),
-                    pid: Some(pid),
-                    proxies,
-                    ..Default::default()
-                }
+        let s = match &fault.target {
+            Target::Service(s) => s,
+            Target::Pid(pid) => {
+                return Ok(vec![self.placement(
+                    ResolvedTarget {
+                        name: format!("pid {pid}"),
+                        pid: Some(*pid),
+                        ..Default::default()
+                    },
+                    None,
+                )]);
             }
-            Target::Pid(pid) => ResolvedTarget {
-                name: format!("pid {pid}"),
-                pid: Some(*pid),
-                ..Default::default()
-            },
             Target::Container(_) | Target::Pods(_) => {
                 return Err(RunError::InvalidInput(format!(
                     "fault `{}`: this target needs another mode than local",
@@ -477,11 +535,92 @@ impl LocalEnvironment {
                 )));
             }
         };
-        Ok(vec![Placement {
+        let service: Service = s
+            .name
+            .parse()
+            .map_err(|e| RunError::InvalidInput(format!("fault `{}`: {e}", fault.name)))?;
+        let at = Replicas {
+            service,
+            chosen: self.shape.select(s, service, &fault.name),
+            shape: &self.shape,
+        };
+        let pids = self.pids(service);
+        let mut chosen = Vec::new();
+        for name in &at.chosen {
+            match pids.iter().find(|(n, _)| n == name) {
+                Some((_, Some(pid))) => chosen.push((name.clone(), *pid)),
+                _ => {
+                    return Err(RunError::Infrastructure(format!(
+                        "fault `{}`: {name} is not running right now",
+                        fault.name
+                    )));
+                }
+            }
+        }
+        let load = self.load_edge.map(|(s, _)| s);
+        let (proxies, narrowed) = match &fault.kind {
+            FaultKind::Network(n) => {
+                let path = format!("fault `{}`: network", fault.name);
+                let proxies = network_proxies(&at, n, load, &path)
+                    .map_err(|p| RunError::InvalidInput(p.join("; ")))?;
+                // The agent receives the fault already narrowed to these proxies: its
+                // peers and ports are resolved here.
+                let narrowed = FaultKind::Network(NetworkFault {
+                    peers: Vec::new(),
+                    ports: Vec::new(),
+                    ..n.clone()
+                });
+                (proxies, Some(narrowed))
+            }
+            // An HTTP fault acts on what the replicas answer: every edge into them.
+            FaultKind::Http(_) => (edge_proxies(&at, Direction::Ingress, &[], load), None),
+            // CPU, memory and process faults: one placement per replica, by PID.
+            _ => {
+                return Ok(chosen
+                    .into_iter()
+                    .map(|(name, pid)| {
+                        self.placement(
+                            ResolvedTarget {
+                                name,
+                                pid: Some(pid),
+                                ..Default::default()
+                            },
+                            None,
+                        )
+                    })
+                    .collect());
+            }
+        };
+        if proxies.is_empty() {
+            return Err(RunError::InvalidInput(format!(
+                "fault `{}`: {service} has no traffic in that direction to fault in local mode (it calls no upstream)",
+                fault.name
+            )));
+        }
+        // A network or HTTP fault is one placement over the proxies of every chosen
+        // replica, named after the service when it hits all of them.
+        let name = if at.chosen.len() == self.shape.names(service).len() {
+            service.name().to_string()
+        } else {
+            at.chosen.join(",")
+        };
+        Ok(vec![self.placement(
+            ResolvedTarget {
+                name,
+                pid: chosen.first().map(|(_, pid)| *pid),
+                proxies,
+                ..Default::default()
+            },
+            narrowed,
+        )])
+    }
+
+    fn placement(&self, target: ResolvedTarget, fault: Option<FaultKind>) -> Placement {
+        Placement {
             target,
             agent: Arc::clone(&self.handle),
-            fault: narrowed,
-        }])
+            fault,
+        }
     }
 }
 
@@ -540,5 +679,115 @@ impl Environment for LocalEnvironment {
                 fleet.stop().await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn experiment(spec: &str) -> Experiment {
+        let text = format!(
+            "apiVersion: faultline.dev/v1alpha1\nkind: Experiment\nmetadata: {{name: t}}\nspec:\n  duration: 30s\n{spec}"
+        );
+        faultline_spec::parse_str(&text, "t.yaml", &Default::default())
+            .unwrap()
+            .remove(0)
+    }
+
+    fn inventory_fault(target: &str, fault: &str) -> Experiment {
+        experiment(&format!(
+            "  replicas: {{inventory: 2}}\n  faults:\n    - name: f\n      target: {target}\n      after: 5s\n      duration: 5s\n      {fault}\n"
+        ))
+    }
+
+    fn network_proxies_of(e: &Experiment) -> Result<Vec<String>, Vec<String>> {
+        let f = &e.spec.faults[0];
+        let (Target::Service(s), FaultKind::Network(n)) = (&f.target, &f.kind) else {
+            panic!("a network fault on a service")
+        };
+        let shape = Shape::of(e);
+        let service: Service = s.name.parse().unwrap();
+        let at = Replicas {
+            service,
+            chosen: shape.select(s, service, &f.name),
+            shape: &shape,
+        };
+        network_proxies(&at, n, None, "n")
+    }
+
+    #[test]
+    fn a_replicated_service_has_a_proxy_per_replica_on_each_edge_into_it() {
+        let e = inventory_fault("{service: inventory}", "network: {latency: {delay: 10ms}}");
+        assert_eq!(
+            network_proxies_of(&e).unwrap(),
+            ["orders->inventory-1", "orders->inventory-2"]
+        );
+        // Its callers' egress reaches every replica.
+        let orders = experiment(
+            "  replicas: {inventory: 2}\n  faults:\n    - name: f\n      target: {service: orders}\n      after: 5s\n      duration: 5s\n      network: {latency: {delay: 10ms}, direction: egress, peers: [inventory]}\n",
+        );
+        assert_eq!(
+            network_proxies_of(&orders).unwrap(),
+            ["orders->inventory-1", "orders->inventory-2"]
+        );
+    }
+
+    #[test]
+    fn mode_one_selects_one_replica_the_same_every_time_and_its_seed_can_move_it() {
+        let one = |seed: &str| {
+            network_proxies_of(&inventory_fault(
+                &format!("{{service: inventory, mode: one{seed}}}"),
+                "network: {latency: {delay: 10ms}}",
+            ))
+            .unwrap()
+        };
+        let unseeded = one("");
+        assert_eq!(unseeded.len(), 1);
+        assert_eq!(one(""), unseeded);
+        let seeded: std::collections::BTreeSet<Vec<String>> =
+            (0..16).map(|s| one(&format!(", seed: {s}"))).collect();
+        assert_eq!(
+            seeded.len(),
+            2,
+            "16 seeds pick each of the two replicas: {seeded:?}"
+        );
+    }
+
+    #[test]
+    fn egress_from_some_replicas_is_refused_because_they_share_their_proxies() {
+        let e = experiment(
+            "  replicas: {orders: 2}\n  faults:\n    - name: f\n      target: {service: orders, mode: one}\n      after: 5s\n      duration: 5s\n      network: {latency: {delay: 10ms}, direction: egress}\n",
+        );
+        let problems = network_proxies_of(&e).unwrap_err();
+        assert!(
+            problems[0].contains("must select all of them"),
+            "{problems:?}"
+        );
+        assert!(check(&e).is_err());
+    }
+
+    #[test]
+    fn replicas_of_the_load_target_or_of_an_unknown_service_are_invalid_input() {
+        let load = experiment(
+            "  replicas: {gateway: 2}\n  load: {target: gateway, rate: 10/s, requests: [{method: GET, path: /}]}\n  faults:\n    - name: f\n      target: {service: orders}\n      after: 5s\n      duration: 5s\n      process: {signal: SIGSTOP}\n",
+        );
+        let err = check(&load).unwrap_err().to_string();
+        assert!(err.contains("spec.replicas.gateway"), "{err}");
+        let unknown = experiment(
+            "  replicas: {search: 2}\n  faults:\n    - name: f\n      target: {service: orders}\n      after: 5s\n      duration: 5s\n      process: {signal: SIGSTOP}\n",
+        );
+        let err = check(&unknown).unwrap_err().to_string();
+        assert!(
+            err.contains("`search` is not a reference fleet service"),
+            "{err}"
+        );
+        assert!(
+            check(&inventory_fault(
+                "{service: inventory, mode: one}",
+                "process: {signal: SIGSTOP}"
+            ))
+            .is_ok()
+        );
     }
 }

@@ -89,6 +89,16 @@ pub fn skip_reason(experiment: &Experiment, mode: RunMode, prometheus: bool) -> 
             }
         }
     }
+    if mode == RunMode::Compose
+        && let Some((service, n)) = experiment.spec.replicas.iter().find(|(_, n)| **n > 1)
+    {
+        need(
+            "needs local mode or Kubernetes",
+            format!(
+                "spec.replicas asks for {n} replicas of {service}, and the compose stack runs one container per service"
+            ),
+        );
+    }
     if mode == RunMode::Local && !prometheus {
         // Local mode judges raw PromQL on the embedded engine, which takes a subset.
         let slos = experiment

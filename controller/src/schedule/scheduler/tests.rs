@@ -86,7 +86,7 @@ fn experiment(name: &str, cron: &str, policy: ConcurrencyPolicy, service: &str) 
             steady_state: None,
             faults: vec![Fault {
                 name: "cpu".into(),
-                target: Target::Service(service.into()),
+                target: Target::service(service),
                 after: Duration(StdDuration::from_secs(0)),
                 duration: Duration(StdDuration::from_secs(30)),
                 kind: FaultKind::Cpu(CpuFault {
@@ -98,6 +98,7 @@ fn experiment(name: &str, cron: &str, policy: ConcurrencyPolicy, service: &str) 
             slos: vec![],
             abort: vec![],
             recovery: None,
+            replicas: Default::default(),
         },
     }
 }
