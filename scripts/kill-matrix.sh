@@ -12,7 +12,8 @@
 # variant runs that file first and the rest after it, and the switches default to the
 # ones it lists. A variant "killed" means an
 # experiment ended FAIL against it; inconclusive or error is not a kill (the gate did not
-# earn a verdict). Exit 0 only when the resilient fleet passed everything and every
+# earn a verdict). An inconclusive run is run once more (--rerun-inconclusive 1): it
+# earned no verdict, so a second attempt is a fair one; a pass or a failure never is. Exit 0 only when the resilient fleet passed everything and every
 # variant was killed; the matrix is printed either way (Markdown, for
 # docs/verdict-power.md), with the suite reports kept in DIR (default: a temporary
 # directory). Needs a release build of `chaos` (CHAOS_BIN, default target/release/chaos)
@@ -64,7 +65,7 @@ for v in "${variants[@]}"; do
   for f in "${files[@]}"; do
     [ "$f" = "$first" ] || ordered+=("$f")
   done
-  args=(run "${ordered[@]}" --no-progress --json "$out/$v/suite.json" --junit "$out/$v/junit.xml")
+  args=(run "${ordered[@]}" --no-progress --rerun-inconclusive 1 --json "$out/$v/suite.json" --junit "$out/$v/junit.xml")
   if [ "$v" = resilient ]; then
     env_args=()
   else
@@ -95,8 +96,11 @@ for v in variants:
             row[e["name"]] = "—"
         else:
             row[e["name"]] = cell.get(e["outcome"], e["outcome"])
-            if e["outcome"] in ("fail", "aborted") and e.get("worstSlo"):
-                row[e["name"]] += ": " + e["worstSlo"].replace("|", "\\|")
+            if e["outcome"] != "pass":
+                # What failed: the SLO past its bound, or else the reason (a recovery
+                # or steady state that failed, an error, an unearned verdict).
+                why = e["worstSlo"] if e.get("failedOnSlos") else e["reason"]
+                row[e["name"]] += ": " + why.replace("|", "\\|")
     rows[v] = row
 print("| variant | " + " | ".join(columns) + " | killed |")
 print("|---" * (len(columns) + 2) + "|")

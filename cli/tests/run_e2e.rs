@@ -451,6 +451,43 @@ fn invalid_experiments_exit_2_and_targets_this_mode_cannot_reach_are_skipped_wit
     Ok(())
 }
 
+/// `--rerun-inconclusive 1`: a run that earned no verdict (an HTTP fault whose path
+/// matches nothing) runs once more; the second verdict counts, the first is kept in its
+/// report and printed.
+#[test]
+fn an_inconclusive_run_is_run_again_and_keeps_the_earlier_verdict() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("unbitten.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: faultline.dev/v1alpha1\nkind: Experiment\nmetadata: {name: matches-nothing}\nspec:\n  duration: 10s\n  load:\n    target: gateway\n    rate: 20/s\n    connections: 4\n    requests: [{path: /api/orders/1}]\n  faults:\n    - name: matches-nothing\n      target: {service: payments}\n      after: 3s\n      duration: 6s\n      http: {abort: {status: 503, percent: 50%}, paths: [/no-such-path]}\n  slos:\n    - name: gateway-up\n      errorRate: {service: gateway, max: 50%}\n      window: 5s\n",
+    )?;
+    let json = dir.path().join("report.json");
+    let output = Command::new(chaos())
+        .arg("run")
+        .arg(&file)
+        .args(["--rerun-inconclusive", "1", "--no-progress", "--json"])
+        .arg(&json)
+        .env("NO_COLOR", "1")
+        .env_remove("FL_RESILIENCE")
+        .stderr(Stdio::inherit())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(4), "{stdout}");
+    assert!(
+        stdout.contains("running it again, attempt 2 of 2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Attempt 1: INCONCLUSIVE"), "{stdout}");
+    let report = read_json(&json)?;
+    assert_eq!(report["verdict"]["outcome"], "inconclusive");
+    let reruns = report["reruns"].as_array().context("reruns")?;
+    assert_eq!(reruns.len(), 1, "{report}");
+    assert_eq!(reruns[0]["outcome"], "inconclusive");
+    Ok(())
+}
+
 /// Two faults that cannot bite as asked, on the real fleet, each in its own experiment
 /// whose loose SLO holds: a CPU burner whose target shares its only core with a process
 /// that saturates it (the whole run is pinned to CPU 0 beside a busy loop there), and an

@@ -19,8 +19,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use faultline_spec::Target;
 use faultline_spec::wire::ResolvedTarget;
-use faultline_spec::{Target, selection};
 use serde::Deserialize;
 
 mod env;
@@ -469,16 +469,12 @@ impl ComposeStack {
     ) -> Result<Vec<ResolvedTarget>, ComposeError> {
         match target {
             Target::Service(s) => {
-                let seed = s
-                    .seed
-                    .unwrap_or_else(|| selection::default_seed("", "", fault));
                 let replicas = self.service(&s.name)?;
-                Ok(
-                    selection::select(&replicas, |c| c.name.as_str(), s.mode, seed)
-                        .into_iter()
-                        .map(|c| c.resolved(&c.name))
-                        .collect(),
-                )
+                Ok(s
+                    .select(&replicas, |c| c.name.as_str(), fault)
+                    .into_iter()
+                    .map(|c| c.resolved(&c.name))
+                    .collect())
             }
             Target::Container(name) => {
                 let c = self

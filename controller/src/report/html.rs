@@ -188,19 +188,17 @@ pub fn to_html(report: &RunReport) -> Result<String, ReportError> {
             )?;
         }
         if let Some(r) = &report.recovery {
-            let detail = match r.recovered_after_ms {
-                Some(ms) => format!(
+            let not_judged = r.not_judged();
+            let detail = match (r.recovered_after_ms, &not_judged) {
+                (Some(ms), _) => format!(
                     "every SLO held again {:.1}s after {} ended",
                     ms as f64 / 1000.0,
                     report.disturbance()
                 ),
-                None if r.not_recovered.is_empty() && !r.inconclusive.is_empty() => format!(
-                    "not judged, the load generator delayed requests of: {}",
-                    r.inconclusive.join(", ")
-                ),
-                None => format!("not recovered: {}", r.not_recovered.join(", ")),
+                (None, Some(why)) => format!("not judged: {why}"),
+                (None, None) => format!("not recovered: {}", r.not_recovered.join(", ")),
             };
-            let badge = if !r.passed && r.not_recovered.is_empty() && !r.inconclusive.is_empty() {
+            let badge = if not_judged.is_some() {
                 "<span class=\"badge inconclusive\">inconclusive</span>"
             } else {
                 pass_badge(r.passed)

@@ -85,6 +85,10 @@ pub struct RunReport {
     /// (quiet ones are left out).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reactions: Vec<ReactionSeries>,
+    /// The verdicts of earlier attempts of this experiment that ended inconclusive and
+    /// were run again (`chaos run --rerun-inconclusive`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reruns: Vec<Verdict>,
 }
 
 impl RunReport {
@@ -577,6 +581,29 @@ pub struct RecoveryResult {
     /// their client measurements (when nothing else failed, recovery is inconclusive).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inconclusive: Vec<String>,
+    /// Why recovery was not judged at all: the run ended before `within` had passed
+    /// since the disturbance ended (a revert that came late). The run is inconclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unjudged: Option<String>,
+}
+
+impl RecoveryResult {
+    /// Why recovery was neither shown nor refuted, when it was not: it was not judged at
+    /// all, or only SLOs the load generator distorted stood in the way.
+    pub fn not_judged(&self) -> Option<String> {
+        if self.passed || !self.not_recovered.is_empty() {
+            return None;
+        }
+        if let Some(why) = &self.unjudged {
+            return Some(why.clone());
+        }
+        (!self.inconclusive.is_empty()).then(|| {
+            format!(
+                "the load generator delayed requests of {}",
+                self.inconclusive.join(", ")
+            )
+        })
+    }
 }
 
 /// The abort condition that stopped a run.

@@ -7,7 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Outcome, ReportError, RunMode, RunReport, SCHEMA_VERSION, SloReport, exit_code, exit_severity,
+    Outcome, ReportError, RunMode, RunReport, SCHEMA_VERSION, SloReport, SloVerdict, exit_code,
+    exit_severity,
 };
 use crate::slo::Threshold;
 
@@ -123,6 +124,10 @@ pub struct IndexEntry {
     /// The SLO with the least headroom: name, worst measured value and threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worst_slo: Option<String>,
+    /// Failed because an SLO did not hold, not for a failed recovery or steady state
+    /// (then the reason says what failed, and the worst SLO may have held).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed_on_slos: bool,
     /// Skipped because the suite stopped first, not because of the mode.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub not_run: bool,
@@ -132,10 +137,12 @@ pub struct IndexEntry {
 
 impl IndexEntry {
     /// What the summary table shows beside the outcome: the worst SLO for a run that
-    /// reached a verdict on its SLOs, the reason otherwise.
+    /// passed or failed on its SLOs, the reason otherwise (a failed recovery, a fleet
+    /// that crashed, a skip).
     pub fn detail(&self) -> &str {
         match (self.outcome, &self.worst_slo) {
-            (Outcome::Pass | Outcome::Fail, Some(w)) => w,
+            (Outcome::Pass, Some(w)) => w,
+            (Outcome::Fail, Some(w)) if self.failed_on_slos => w,
             _ => &self.reason,
         }
     }
@@ -156,6 +163,10 @@ impl SuiteIndex {
                     exit_code: exit_code(r.verdict.outcome),
                     duration_ms: u64::try_from(r.ended_ms - r.started_ms).unwrap_or(0),
                     worst_slo: worst_slo(r),
+                    failed_on_slos: r
+                        .slos
+                        .iter()
+                        .any(|s| matches!(s.verdict, SloVerdict::Fail | SloVerdict::NoData)),
                     not_run: run.not_run,
                     reports: run.links.clone(),
                 }
@@ -236,7 +247,7 @@ pub fn to_json(index: &SuiteIndex) -> Result<String, ReportError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::report::{SloVerdict, Verdict};
+    use crate::report::Verdict;
     use crate::slo::{Evaluation, Evidence, Unit};
 
     pub(crate) fn report(name: &str, outcome: Outcome) -> RunReport {
@@ -341,6 +352,23 @@ pub(crate) mod tests {
         assert!(worst.starts_with("errors 1.2"), "{worst}");
         assert!(worst.contains("vs <= 1.0"), "{worst}");
         assert_eq!(worst_slo(&report("y", Outcome::Pass)), None);
+    }
+
+    #[test]
+    fn a_failure_that_is_not_an_slo_shows_its_reason_not_a_held_slo() {
+        let mut recovery = run(Outcome::Fail, false);
+        recovery.report.slos = vec![slo("p90", 0.25, 0.005, Unit::Seconds)];
+        recovery.report.verdict.reason =
+            "not recovered within 5000 ms after the last fault: p90".into();
+        let mut breached = recovery.clone();
+        breached.report.slos = vec![slo("p90", 0.25, 0.5, Unit::Seconds)];
+        let index = SuiteIndex::new(RunMode::Local, &[recovery, breached], false);
+        assert!(index.experiments[0].detail().starts_with("not recovered"));
+        assert!(
+            index.experiments[1].detail().starts_with("p90 500"),
+            "{}",
+            index.experiments[1].detail()
+        );
     }
 
     #[test]

@@ -150,13 +150,10 @@ pub fn summary(report: &RunReport, color: bool) -> String {
             out,
             "  recovery within {:.1}s: {}",
             r.within_ms as f64 / 1000.0,
-            match r.recovered_after_ms {
-                Some(ms) => format!("recovered after {:.1}s", ms as f64 / 1000.0),
-                None if r.not_recovered.is_empty() && !r.inconclusive.is_empty() => format!(
-                    "INCONCLUSIVE (generator delay: {})",
-                    r.inconclusive.join(", ")
-                ),
-                None => format!("NOT recovered ({})", r.not_recovered.join(", ")),
+            match (r.recovered_after_ms, r.not_judged()) {
+                (Some(ms), _) => format!("recovered after {:.1}s", ms as f64 / 1000.0),
+                (None, Some(why)) => format!("INCONCLUSIVE ({why})"),
+                (None, None) => format!("NOT recovered ({})", r.not_recovered.join(", ")),
             }
         );
     }
@@ -182,6 +179,15 @@ pub fn summary(report: &RunReport, color: bool) -> String {
         }
     }
     let _ = writeln!(out);
+    for (n, earlier) in report.reruns.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "Attempt {}: {} — {}",
+            n + 1,
+            earlier.outcome.as_str().to_uppercase(),
+            earlier.reason
+        );
+    }
     let outcome = report.verdict.outcome;
     let _ = writeln!(
         out,

@@ -22,7 +22,9 @@
 //!   since `T` only (its window clipped to `[T, now]`), every second, so fault-time data
 //!   still inside a long window does not count against recovery. Recovery passes when, at
 //!   some evaluation no later than `T + recovery.within`, every SLO holds on that clipped
-//!   window. The load runs at least until `T + within`.
+//!   window. The load runs at least until `T + within`, and up to `within` past the
+//!   planned end when `T` came late; a recovery the run could not watch (it ended first,
+//!   or the controller stalled across `T + within`) is not judged: inconclusive.
 
 pub mod env;
 mod faults;
@@ -212,6 +214,7 @@ pub fn early_report(
         faults: Vec::new(),
         load: None,
         reactions: Vec::new(),
+        reruns: Vec::new(),
     }
 }
 
@@ -393,6 +396,7 @@ pub async fn run(
             faults: Vec::new(),
             load: None,
             reactions: Vec::new(),
+            reruns: Vec::new(),
         },
         phase_started: now,
         progress: None,
@@ -610,6 +614,13 @@ async fn execute(
         (Some(end), Some(within)) => spec.duration.0.max(end + within + config.tick),
         _ => spec.duration.0,
     };
+    // A revert that comes late (a busy agent, a slow machine) moves recovery's window
+    // later too: the run (and its load) may go on this much longer to judge it, rather
+    // than ending first and calling the system unrecovered.
+    let recovery_grace = match recovery_within {
+        Some(within) if !spec.faults.is_empty() || !surges(spec).is_empty() => within + config.tick,
+        _ => Duration::ZERO,
+    };
 
     // Start the load.
     run.enter(Phase::SteadyState);
@@ -617,8 +628,9 @@ async fn execute(
     let mut load_handle: Option<LoadHandle> = None;
     if let (Some(load_spec), Some(client)) = (&spec.load, &backends.client) {
         let started = env.load_url(&load_spec.target).and_then(|url| {
-            let (cfg, transport) = load::LoadConfig::from_spec(load_spec, &url, total)
-                .map_err(|e| RunError::InvalidInput(e.to_string()))?;
+            let (cfg, transport) =
+                load::LoadConfig::from_spec(load_spec, &url, total + recovery_grace)
+                    .map_err(|e| RunError::InvalidInput(e.to_string()))?;
             load::start(cfg, transport, client.measurements(), stop.child_token())
                 .map_err(|e| RunError::Infrastructure(format!("load generator: {e}")))
         });
@@ -668,6 +680,7 @@ async fn execute(
     let mut failure: Option<(Outcome, String)> = None;
     let mut recovery: Option<RecoveryResult> = None;
     let mut recovered_at: Option<Duration> = None;
+    let mut last_recovery_check: Option<Duration> = None;
 
     let mut reactions = Vec::new();
     let mut tick = tokio::time::interval_at(t0 + config.tick, config.tick);
@@ -825,10 +838,32 @@ async fn execute(
                 if recovery.is_none() && since + Duration::from_millis(50) >= config.tick {
                     let (not_holding, unsure) =
                         recovery_holds(experiment, &backends, at, since).await;
-                    if not_holding.is_empty() && unsure.is_empty() && recovered_at.is_none() {
+                    // A gap of more than two ticks between checks, across `within`, means
+                    // the controller itself stalled (a busy machine): nobody looked at the
+                    // system while its time to recover ran out, so nothing is earned.
+                    let previous = last_recovery_check.replace(since).unwrap_or_default();
+                    if since > within + config.tick && since - previous > config.tick * 2 {
+                        recovery = Some(RecoveryResult {
+                            passed: false,
+                            within_ms: ms(within),
+                            last_fault_ended_ms: t_end_ms,
+                            recovered_after_ms: None,
+                            not_recovered: Vec::new(),
+                            inconclusive: Vec::new(),
+                            unjudged: Some(format!(
+                                "the controller stalled: it checked recovery {:.1}s and then {:.1}s after the disturbance ended, so whether every SLO held by {:.1}s went unseen",
+                                previous.as_secs_f64(),
+                                since.as_secs_f64(),
+                                within.as_secs_f64()
+                            )),
+                        });
+                    } else if not_holding.is_empty() && unsure.is_empty() && recovered_at.is_none()
+                    {
                         recovered_at = Some(since);
                     }
-                    if recovered_at.is_some() || since + Duration::from_millis(50) >= within {
+                    if recovery.is_none()
+                        && (recovered_at.is_some() || since + Duration::from_millis(50) >= within)
+                    {
                         recovery = Some(RecoveryResult {
                             passed: recovered_at.is_some(),
                             within_ms: ms(within),
@@ -836,6 +871,7 @@ async fn execute(
                             recovered_after_ms: recovered_at.map(ms),
                             not_recovered: not_holding,
                             inconclusive: unsure,
+                            unjudged: None,
                         });
                     }
                 }
@@ -845,7 +881,10 @@ async fn execute(
         update_progress(&mut run, spec, &series, &ledger, elapsed, total);
         // Reap finished fault tasks (their results are in the ledger).
         while tasks.try_join_next().is_some() {}
-        if elapsed + Duration::from_millis(50) >= total {
+        let recovery_pending = !recovery_grace.is_zero() && recovery.is_none();
+        if elapsed + Duration::from_millis(50) >= total
+            && (!recovery_pending || elapsed + Duration::from_millis(50) >= total + recovery_grace)
+        {
             break;
         }
     }
@@ -899,20 +938,35 @@ async fn execute(
         .zip(series)
         .map(|(slo, s)| SloReport::from_slo(slo, s.samples))
         .collect();
+    let ran = t0.elapsed();
     if recovery.is_none()
         && failure.is_none()
         && let (Some(within), Some((_, t_end))) = (
             recovery_within,
-            disturbance_over(spec, &ledger, total, t0, wall0),
+            disturbance_over(spec, &ledger, ran, t0, wall0),
         )
     {
+        // Not the system's doing: the disturbance ended too late for the run to watch
+        // `within` of recovery (a revert that took seconds), so nothing was earned.
+        let ended = Duration::from_millis(u64::try_from(t_end - unix_ms(wall0)).unwrap_or(0));
+        let planned =
+            faultline_spec::model::disturbance_end(&spec.faults, surges(spec)).unwrap_or_default();
         recovery = Some(RecoveryResult {
             passed: false,
             within_ms: ms(within),
             last_fault_ended_ms: t_end,
             recovered_after_ms: None,
-            not_recovered: vec!["the run ended before recovery could be judged".into()],
+            not_recovered: Vec::new(),
             inconclusive: Vec::new(),
+            unjudged: Some(format!(
+                "{} ended at +{:.1}s, {:.1}s after its planned end at +{:.1}s, and the run ended at +{:.1}s, before {:.1}s of recovery could be watched",
+                run.report.disturbance(),
+                ended.as_secs_f64(),
+                ended.saturating_sub(planned).as_secs_f64(),
+                planned.as_secs_f64(),
+                ran.as_secs_f64(),
+                within.as_secs_f64()
+            )),
         });
     }
     run.report.recovery = recovery;
@@ -1009,6 +1063,9 @@ fn verdict(report: &RunReport) -> (Outcome, String) {
     let mut unearned = Vec::new();
     if !unjudged.is_empty() || !recovery_unjudged.is_empty() {
         unearned.push(inconclusive_reason(report, &unjudged, &recovery_unjudged));
+    }
+    if let Some(why) = report.recovery.as_ref().and_then(|r| r.unjudged.as_ref()) {
+        unearned.push(format!("no verdict earned: recovery was not judged: {why}"));
     }
     let undelivered: Vec<String> = report
         .load

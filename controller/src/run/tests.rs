@@ -30,6 +30,8 @@ struct FakeAgent {
     effect: Mutex<ObservedEffect>,
     /// Whether the agent's protection rules refuse every target.
     protected: std::sync::atomic::AtomicBool,
+    /// How long a revert takes (a busy agent).
+    revert_takes: Mutex<Duration>,
 }
 
 impl FakeAgent {
@@ -106,6 +108,8 @@ impl AgentHandle for FakeAgent {
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<FaultState>, AgentCallError>> {
         Box::pin(async move {
+            let takes = *self.revert_takes.lock().unwrap();
+            tokio::time::sleep(takes).await;
             self.calls
                 .lock()
                 .unwrap()
@@ -121,6 +125,9 @@ type Sli = dyn Fn(Duration, Duration) -> Option<f64> + Send + Sync;
 struct FakeBackend {
     start: Instant,
     sli: Arc<Sli>,
+    /// One evaluation at or after this time (since the start) takes this long: the
+    /// controller stalls once.
+    stall: Mutex<Option<(Duration, Duration)>>,
 }
 
 impl SloBackend for FakeBackend {
@@ -143,6 +150,19 @@ impl SloBackend for FakeBackend {
         at: SystemTime,
     ) -> BoxFuture<'a, Result<Evaluation, SloError>> {
         Box::pin(async move {
+            let stall = {
+                let mut stall = self.stall.lock().unwrap();
+                match *stall {
+                    Some((from, takes)) if self.start.elapsed() >= from => {
+                        *stall = None;
+                        Some(takes)
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(takes) = stall {
+                tokio::time::sleep(takes).await;
+            }
             let value = (self.sli)(self.start.elapsed(), window);
             Ok(Evaluation::judged(
                 kind,
@@ -232,10 +252,15 @@ fn env(sli: Arc<Sli>, kinds: &[&str]) -> (Arc<FakeEnv>, Arc<FakeAgent>) {
         kinds: kinds.iter().map(|s| s.to_string()).collect(),
         effect: Mutex::new(burned(0.8)),
         protected: Default::default(),
+        revert_takes: Mutex::default(),
     });
     let env = Arc::new(FakeEnv {
         agent: agent.clone(),
-        backend: Arc::new(FakeBackend { start, sli }),
+        backend: Arc::new(FakeBackend {
+            start,
+            sli,
+            stall: Mutex::default(),
+        }),
     });
     (env, agent)
 }
@@ -450,6 +475,77 @@ async fn recovery_is_judged_on_data_since_the_revert_only() {
     // The fault-time violations still fail the SLO itself.
     assert_eq!(report.slos[0].verdict, SloVerdict::Fail);
     assert_eq!(report.verdict.outcome, Outcome::Fail);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_revert_moves_recovery_later_and_the_run_waits_to_judge_it() {
+    // The fault ends at 30 s and its revert takes 8 s: recovery's 5 s run from 38 s, past
+    // the planned 40 s, so the run goes on to watch them.
+    let (env, agent) = env(Arc::new(|_, _| Some(0.0)), &["cpu"]);
+    *agent.revert_takes.lock().unwrap() = Duration::from_secs(8);
+    let report = run_uninterrupted(EXPERIMENT, env).await;
+    assert_eq!(
+        report.verdict.outcome,
+        Outcome::Pass,
+        "{:?}",
+        report.verdict
+    );
+    let rec = report.recovery.clone().unwrap();
+    assert!(rec.passed && rec.unjudged.is_none(), "{rec:?}");
+    let reverted = at(&agent.calls(), |c| match c {
+        Call::Revert(_, t) => Some(*t),
+        _ => None,
+    });
+    // Reverted past 38 s and recovered after it: the run went on past its planned 40 s.
+    assert!(reverted[0] >= Duration::from_secs(38), "{reverted:?}");
+    assert!(
+        rec.recovered_after_ms.is_some_and(|ms| ms < 2_000),
+        "{rec:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revert_too_late_to_watch_recovery_is_inconclusive_not_a_failure() {
+    // A 20 s revert ends the fault at 50 s, after the run's planned 40 s and its grace.
+    let (env, agent) = env(Arc::new(|_, _| Some(0.0)), &["cpu"]);
+    *agent.revert_takes.lock().unwrap() = Duration::from_secs(20);
+    let report = run_uninterrupted(EXPERIMENT, env).await;
+    assert_eq!(
+        report.verdict.outcome,
+        Outcome::Inconclusive,
+        "{:?}",
+        report.verdict
+    );
+    let why = report.recovery.unwrap().unjudged.unwrap();
+    assert!(why.contains("after its planned end at +30.0s"), "{why}");
+    assert!(
+        report.verdict.reason.contains("recovery was not judged"),
+        "{}",
+        report.verdict.reason
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_controller_stalled_across_the_recovery_deadline_earns_no_recovery_verdict() {
+    // Errors until 33 s; the fault is reverted at 30 s. The controller's evaluation at
+    // 32 s takes 8 s, so it looks at recovery 1 s and then 10 s after the revert, never
+    // near the 5 s deadline.
+    let (env, _agent) = env(
+        Arc::new(|t, _| {
+            let bad = t >= Duration::from_secs(12) && t < Duration::from_secs(33);
+            Some(if bad { 0.5 } else { 0.0 })
+        }),
+        &["cpu"],
+    );
+    *env.backend.stall.lock().unwrap() = Some((Duration::from_secs(32), Duration::from_secs(8)));
+    let text = EXPERIMENT
+        .replace("duration: 40s", "duration: 50s")
+        .replace("for: 5s", "for: 60s");
+    let report = run_uninterrupted(&text, env).await;
+    // The fault-time errors fail the SLO itself; recovery earned nothing either way.
+    assert_eq!(report.verdict.outcome, Outcome::Fail);
+    let why = report.recovery.unwrap().unjudged.unwrap();
+    assert!(why.starts_with("the controller stalled"), "{why}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -249,6 +249,7 @@ pub fn sample_report() -> RunReport {
             recovered_after_ms: Some(1_980),
             not_recovered: vec![],
             inconclusive: vec![],
+            unjudged: None,
         }),
         abort: None,
         faults,
@@ -265,6 +266,7 @@ pub fn sample_report() -> RunReport {
             ..Default::default()
         }),
         reactions: reactions(),
+        reruns: vec![],
     }
 }
 

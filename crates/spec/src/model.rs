@@ -247,6 +247,23 @@ pub struct ServiceTarget {
     pub seed: Option<u64>,
 }
 
+impl ServiceTarget {
+    /// The replicas of `candidates` this target selects for the fault named `fault`,
+    /// outside Kubernetes: unseeded, the seed derives from the fault's name alone (in
+    /// Kubernetes the operator adds the namespace and the experiment's name).
+    pub fn select<T: Clone>(
+        &self,
+        candidates: &[T],
+        name: impl Fn(&T) -> &str,
+        fault: &str,
+    ) -> Vec<T> {
+        let seed = self
+            .seed
+            .unwrap_or_else(|| crate::selection::default_seed("", "", fault));
+        crate::selection::select(candidates, name, self.mode, seed)
+    }
+}
+
 /// Kubernetes pod selection.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PodSelector {

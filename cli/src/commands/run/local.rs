@@ -34,7 +34,7 @@ use faultline_fleet::{ChildLogs, EDGES, Fleet, LaunchOptions, Service, replica_n
 use faultline_spec::wire::{Capabilities, FaultRequest, FaultState, ResolvedTarget};
 use faultline_spec::{
     Direction, Experiment, Fault, FaultKind, LoadTarget, NetworkBackend, NetworkFault, Peer,
-    ServiceTarget, Target, selection,
+    ServiceTarget, Target,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -173,10 +173,7 @@ impl Shape {
 
     /// The replicas of `target` its mode selects for the fault named `fault`.
     fn select(&self, target: &ServiceTarget, service: Service, fault: &str) -> Vec<String> {
-        let seed = target
-            .seed
-            .unwrap_or_else(|| selection::default_seed("", "", fault));
-        selection::select(&self.names(service), String::as_str, target.mode, seed)
+        target.select(&self.names(service), String::as_str, fault)
     }
 }
 

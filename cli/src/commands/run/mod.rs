@@ -76,6 +76,13 @@ pub struct RunArgs {
     /// Exit 2 when an experiment is skipped because this mode cannot run it.
     #[arg(long)]
     pub strict: bool,
+    /// Run an experiment that ended inconclusive (no verdict earned: a late revert, a
+    /// stalled controller, a fault that did not bite) up to N more times; the last
+    /// attempt's verdict counts and the earlier ones are kept in its report. A pass or
+    /// a failure is never run again.
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=5))]
+    pub rerun_inconclusive: u32,
     /// Environment override for every fleet service, e.g. `FL_RESILIENCE=off` or
     /// `FL_DISABLE=retries,breaker-payments` (one policy removed at a time: see
     /// docs/fleet.md); repeat for more. `FL_RESILIENCE` from the environment is honoured too.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use faultline_controller::report::suite::{ReportLinks, SuiteIndex, SuiteRun};
 use faultline_controller::report::terminal::{color_enabled, suite_table, summary};
-use faultline_controller::report::{RunReport, exit_code, html, json, junit, suite};
+use faultline_controller::report::{Outcome, RunReport, exit_code, html, json, junit, suite};
 use faultline_controller::run::{self as runner, Interrupt};
 
 use super::plan::Planned;
@@ -208,7 +208,23 @@ async fn run_all(
                 if total > 1 {
                     println!("[{}/{total}] {} ({file})", i + 1, experiment.name);
                 }
-                let report = run_one(cx, &p.loaded, out.logs.clone(), interrupt).await;
+                let mut report = run_one(cx, &p.loaded, out.logs.clone(), interrupt).await;
+                let mut earlier = Vec::new();
+                while report.verdict.outcome == Outcome::Inconclusive
+                    && earlier.len() < cx.args.rerun_inconclusive as usize
+                    && !interrupt.is_triggered()
+                {
+                    println!(
+                        "{} inconclusive ({}); running it again, attempt {} of {}",
+                        experiment.name,
+                        report.verdict.reason,
+                        earlier.len() + 2,
+                        cx.args.rerun_inconclusive + 1
+                    );
+                    earlier.push(report.verdict);
+                    report = run_one(cx, &p.loaded, out.logs.clone(), interrupt).await;
+                }
+                report.reruns = earlier;
                 (report, false)
             }
         };
