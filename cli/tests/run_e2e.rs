@@ -109,6 +109,20 @@ fn wait_gone(marker: &str, limit: Duration) -> Vec<u32> {
     }
 }
 
+/// A `chaos run` on the resilient fleet, without colour, its stderr shown.
+trait PlainRun {
+    fn plain_output(&mut self) -> std::io::Result<std::process::Output>;
+}
+
+impl PlainRun for Command {
+    fn plain_output(&mut self) -> std::io::Result<std::process::Output> {
+        self.env("NO_COLOR", "1")
+            .env_remove("FL_RESILIENCE")
+            .stderr(Stdio::inherit())
+            .output()
+    }
+}
+
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
     Ok(serde_json::from_str(&text)?)
@@ -469,10 +483,7 @@ fn an_inconclusive_run_is_run_again_and_keeps_the_earlier_verdict() -> Result<()
         .arg(&file)
         .args(["--rerun-inconclusive", "1", "--no-progress", "--json"])
         .arg(&json)
-        .env("NO_COLOR", "1")
-        .env_remove("FL_RESILIENCE")
-        .stderr(Stdio::inherit())
-        .output()?;
+        .plain_output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(4), "{stdout}");
     assert!(
@@ -533,10 +544,7 @@ fn faults_that_do_not_bite_as_asked_end_inconclusive_not_pass() -> Result<()> {
         .arg("--junit")
         .arg(&junit)
         .arg("--no-progress")
-        .env("NO_COLOR", "1")
-        .env_remove("FL_RESILIENCE")
-        .stderr(Stdio::inherit())
-        .output()?;
+        .plain_output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(4), "{stdout}");
     assert!(

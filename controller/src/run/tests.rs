@@ -298,6 +298,14 @@ fn at(calls: &[Call], f: impl Fn(&Call) -> Option<Duration>) -> Vec<Duration> {
     calls.iter().filter_map(f).collect()
 }
 
+/// When each revert returned.
+fn reverted_at(calls: &[Call]) -> Vec<Duration> {
+    at(calls, |c| match c {
+        Call::Revert(_, t) => Some(*t),
+        _ => None,
+    })
+}
+
 #[tokio::test(start_paused = true)]
 async fn faults_are_applied_at_their_offset_renewed_and_reverted_at_their_end() {
     let (env, agent) = env(Arc::new(|_, _| Some(0.0)), &["cpu"]);
@@ -313,10 +321,7 @@ async fn faults_are_applied_at_their_offset_renewed_and_reverted_at_their_end() 
         Call::Apply(_, t) => Some(*t),
         _ => None,
     });
-    let reverted = at(&calls, |c| match c {
-        Call::Revert(_, t) => Some(*t),
-        _ => None,
-    });
+    let reverted = reverted_at(&calls);
     let renewals = at(&calls, |c| match c {
         Call::Renew(_, t) => Some(*t),
         _ => None,
@@ -358,10 +363,7 @@ async fn abort_reverts_every_fault_within_a_second_of_the_condition_holding_for_
         report.verdict.reason
     );
     let calls = agent.calls();
-    let reverted = at(&calls, |c| match c {
-        Call::Revert(_, t) => Some(*t),
-        _ => None,
-    });
+    let reverted = reverted_at(&calls);
     // First violated evaluation at t=12 s; held for 5 s at t=17 s; reverted at once.
     assert_eq!(reverted.len(), 1);
     assert!(
@@ -446,10 +448,7 @@ async fn an_interrupt_mid_run_reverts_and_reports_aborted() {
     .await;
     assert_eq!(report.verdict.outcome, Outcome::Aborted);
     assert_eq!(report.abort.unwrap().condition, "interrupted (SIGINT)");
-    let reverted = at(&agent.calls(), |c| match c {
-        Call::Revert(_, t) => Some(*t),
-        _ => None,
-    });
+    let reverted = reverted_at(&agent.calls());
     assert_eq!(reverted.len(), 1);
     assert!(reverted[0] < Duration::from_millis(15_100), "{reverted:?}");
 }
@@ -492,10 +491,7 @@ async fn a_late_revert_moves_recovery_later_and_the_run_waits_to_judge_it() {
     );
     let rec = report.recovery.clone().unwrap();
     assert!(rec.passed && rec.unjudged.is_none(), "{rec:?}");
-    let reverted = at(&agent.calls(), |c| match c {
-        Call::Revert(_, t) => Some(*t),
-        _ => None,
-    });
+    let reverted = reverted_at(&agent.calls());
     // Reverted past 38 s and recovered after it: the run went on past its planned 40 s.
     assert!(reverted[0] >= Duration::from_secs(38), "{reverted:?}");
     assert!(

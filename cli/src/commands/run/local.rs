@@ -682,15 +682,7 @@ impl Environment for LocalEnvironment {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn experiment(spec: &str) -> Experiment {
-        let text = format!(
-            "apiVersion: faultline.dev/v1alpha1\nkind: Experiment\nmetadata: {{name: t}}\nspec:\n  duration: 30s\n{spec}"
-        );
-        faultline_spec::parse_str(&text, "t.yaml", &Default::default())
-            .unwrap()
-            .remove(0)
-    }
+    use crate::commands::run::plan::tests::experiment;
 
     fn inventory_fault(target: &str, fault: &str) -> Experiment {
         experiment(&format!(

@@ -135,10 +135,12 @@ pub fn skip_reason(experiment: &Experiment, mode: RunMode, prometheus: bool) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn experiment(spec: &str) -> Experiment {
+    /// An experiment of 30 s named `x` with `spec` (indented two spaces) after its
+    /// duration.
+    pub(in crate::commands::run) fn experiment(spec: &str) -> Experiment {
         let text = format!(
             "apiVersion: faultline.dev/v1alpha1\nkind: Experiment\nmetadata: {{name: x}}\nspec:\n  duration: 30s\n{spec}"
         );
