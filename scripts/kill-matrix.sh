@@ -99,7 +99,7 @@ for v in variants:
             if e["outcome"] != "pass":
                 # What failed: the SLO past its bound, or else the reason (a recovery
                 # or steady state that failed, an error, an unearned verdict).
-                why = e["worstSlo"] if e.get("failedOnSlos") else e["reason"]
+                why = (e.get("worstSlo") if e.get("failedOnSlos") else None) or e.get("reason", "")
                 row[e["name"]] += ": " + why.replace("|", "\\|")
     rows[v] = row
 print("| variant | " + " | ".join(columns) + " | killed |")

@@ -582,7 +582,8 @@ pub struct RecoveryResult {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inconclusive: Vec<String>,
     /// Why recovery was not judged at all: the run ended before `within` had passed
-    /// since the disturbance ended (a revert that came late). The run is inconclusive.
+    /// since the disturbance ended (a revert that came late). The run is inconclusive
+    /// unless an SLO failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unjudged: Option<String>,
 }

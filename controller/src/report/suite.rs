@@ -7,8 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Outcome, ReportError, RunMode, RunReport, SCHEMA_VERSION, SloReport, SloVerdict, exit_code,
-    exit_severity,
+    Outcome, ReportError, RunMode, RunReport, SCHEMA_VERSION, SloReport, exit_code, exit_severity,
 };
 use crate::slo::Threshold;
 
@@ -124,8 +123,9 @@ pub struct IndexEntry {
     /// The SLO with the least headroom: name, worst measured value and threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worst_slo: Option<String>,
-    /// Failed because an SLO did not hold, not for a failed recovery or steady state
-    /// (then the reason says what failed, and the worst SLO may have held).
+    /// Failed (or aborted) with the worst SLO past its bound, so `worst_slo` says what
+    /// failed; otherwise (a failed recovery or steady state, an SLO without data) the
+    /// reason does, and the worst SLO may have held.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub failed_on_slos: bool,
     /// Skipped because the suite stopped first, not because of the mode.
@@ -162,11 +162,9 @@ impl SuiteIndex {
                     reason: r.verdict.reason.clone(),
                     exit_code: exit_code(r.verdict.outcome),
                     duration_ms: u64::try_from(r.ended_ms - r.started_ms).unwrap_or(0),
-                    worst_slo: worst_slo(r),
-                    failed_on_slos: r
-                        .slos
-                        .iter()
-                        .any(|s| matches!(s.verdict, SloVerdict::Fail | SloVerdict::NoData)),
+                    worst_slo: worst(r).map(|(_, w)| w),
+                    failed_on_slos: matches!(r.verdict.outcome, Outcome::Fail | Outcome::Aborted)
+                        && worst(r).is_some_and(|(headroom, _)| headroom < 0.0),
                     not_run: run.not_run,
                     reports: run.links.clone(),
                 }
@@ -206,6 +204,12 @@ pub fn suite_exit_code(runs: &[SuiteRun], strict: bool) -> u8 {
 /// The SLO with the least headroom (most negative when violated), as
 /// `gateway-p99 812.0ms vs <= 800.0ms`. `None` when no SLO has a measured value.
 pub fn worst_slo(report: &RunReport) -> Option<String> {
+    worst(report).map(|(_, w)| w)
+}
+
+/// The SLO with the least headroom: the headroom (negative past its bound) and the
+/// description.
+fn worst(report: &RunReport) -> Option<(f64, String)> {
     report
         .slos
         .iter()
@@ -214,7 +218,7 @@ pub fn worst_slo(report: &RunReport) -> Option<String> {
             Some((headroom(&s.threshold, v), s, v))
         })
         .min_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, s, v)| describe_worst(s, v))
+        .map(|(h, s, v)| (h, describe_worst(s, v)))
 }
 
 fn describe_worst(slo: &SloReport, value: f64) -> String {
@@ -247,7 +251,7 @@ pub fn to_json(index: &SuiteIndex) -> Result<String, ReportError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::report::Verdict;
+    use crate::report::{SloVerdict, Verdict};
     use crate::slo::{Evaluation, Evidence, Unit};
 
     pub(crate) fn report(name: &str, outcome: Outcome) -> RunReport {
@@ -362,8 +366,20 @@ pub(crate) mod tests {
             "not recovered within 5000 ms after the last fault: p90".into();
         let mut breached = recovery.clone();
         breached.report.slos = vec![slo("p90", 0.25, 0.5, Unit::Seconds)];
-        let index = SuiteIndex::new(RunMode::Local, &[recovery, breached], false);
+        // Failed on an SLO without data: the held one is not what failed.
+        let mut no_data = recovery.clone();
+        let mut silent = slo("errors", 0.01, 0.0, Unit::Ratio);
+        silent.samples.clear();
+        silent.verdict = SloVerdict::NoData;
+        no_data.report.slos.push(silent);
+        no_data.report.verdict.reason = "SLOs not met: errors (noData)".into();
+        let index = SuiteIndex::new(RunMode::Local, &[recovery, breached, no_data], false);
         assert!(index.experiments[0].detail().starts_with("not recovered"));
+        assert_eq!(
+            index.experiments[2].detail(),
+            "SLOs not met: errors (noData)"
+        );
+        assert!(!index.experiments[2].failed_on_slos);
         assert!(
             index.experiments[1].detail().starts_with("p90 500"),
             "{}",

@@ -277,6 +277,16 @@ impl FaultJob {
         for (a, result) in futures_util::future::join_all(reverts).await {
             let now = unix_ms(SystemTime::now());
             let mono = Instant::now();
+            // A revert that failed leaves the fault on until its lease expires: recovery
+            // is judged from then, not from the failed call.
+            let (mono, now) = if result.is_err() {
+                (
+                    mono + self.ttl,
+                    now + i64::try_from(self.ttl.as_millis()).unwrap_or(0),
+                )
+            } else {
+                (mono, now)
+            };
             self.ledger.with(|l| {
                 if let Some(n) = l.active.get_mut(name) {
                     *n = n.saturating_sub(1);

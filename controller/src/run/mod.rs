@@ -23,8 +23,9 @@
 //!   still inside a long window does not count against recovery. Recovery passes when, at
 //!   some evaluation no later than `T + recovery.within`, every SLO holds on that clipped
 //!   window. The load runs at least until `T + within`, and up to `within` past the
-//!   planned end when `T` came late; a recovery the run could not watch (it ended first,
-//!   or the controller stalled across `T + within`) is not judged: inconclusive.
+//!   planned end when `T` came late; a recovery the run could not watch (it ended first)
+//!   is not judged: inconclusive. A check that comes after `T + within` (the controller
+//!   was held up) evaluates as of `T + within`.
 
 pub mod env;
 mod faults;
@@ -680,7 +681,6 @@ async fn execute(
     let mut failure: Option<(Outcome, String)> = None;
     let mut recovery: Option<RecoveryResult> = None;
     let mut recovered_at: Option<Duration> = None;
-    let mut last_recovery_check: Option<Duration> = None;
 
     let mut reactions = Vec::new();
     let mut tick = tokio::time::interval_at(t0 + config.tick, config.tick);
@@ -836,34 +836,18 @@ async fn execute(
                 }
                 let since = t_end.elapsed();
                 if recovery.is_none() && since + Duration::from_millis(50) >= config.tick {
+                    // Each check looks at [T, T + since]. One that comes after the deadline
+                    // (a busy machine held the controller up) looks at the system as it was
+                    // at the deadline, [T, T + within]: the backends answer for any past
+                    // instant, so a late check neither passes late nor fails unseen time.
+                    let checked = since.min(within);
+                    let as_of = wall_at(t_end_ms) + checked;
                     let (not_holding, unsure) =
-                        recovery_holds(experiment, &backends, at, since).await;
-                    // A gap of more than two ticks between checks, across `within`, means
-                    // the controller itself stalled (a busy machine): nobody looked at the
-                    // system while its time to recover ran out, so nothing is earned.
-                    let previous = last_recovery_check.replace(since).unwrap_or_default();
-                    if since > within + config.tick && since - previous > config.tick * 2 {
-                        recovery = Some(RecoveryResult {
-                            passed: false,
-                            within_ms: ms(within),
-                            last_fault_ended_ms: t_end_ms,
-                            recovered_after_ms: None,
-                            not_recovered: Vec::new(),
-                            inconclusive: Vec::new(),
-                            unjudged: Some(format!(
-                                "the controller stalled: it checked recovery {:.1}s and then {:.1}s after the disturbance ended, so whether every SLO held by {:.1}s went unseen",
-                                previous.as_secs_f64(),
-                                since.as_secs_f64(),
-                                within.as_secs_f64()
-                            )),
-                        });
-                    } else if not_holding.is_empty() && unsure.is_empty() && recovered_at.is_none()
-                    {
-                        recovered_at = Some(since);
+                        recovery_holds(experiment, &backends, as_of, checked).await;
+                    if not_holding.is_empty() && unsure.is_empty() {
+                        recovered_at = Some(checked);
                     }
-                    if recovery.is_none()
-                        && (recovered_at.is_some() || since + Duration::from_millis(50) >= within)
-                    {
+                    if recovered_at.is_some() || checked + Duration::from_millis(50) >= within {
                         recovery = Some(RecoveryResult {
                             passed: recovered_at.is_some(),
                             within_ms: ms(within),
@@ -889,6 +873,8 @@ async fn execute(
         }
     }
 
+    // How long the run watched the system; what follows only winds it down.
+    let watched = t0.elapsed();
     // Revert: stop the fault tasks (each reverts at once) and the load.
     if run.phase() != Phase::Recovery {
         run.enter(Phase::Revert);
@@ -938,33 +924,32 @@ async fn execute(
         .zip(series)
         .map(|(slo, s)| SloReport::from_slo(slo, s.samples))
         .collect();
-    let ran = t0.elapsed();
     if recovery.is_none()
         && failure.is_none()
-        && let (Some(within), Some((_, t_end))) = (
+        && let (Some(within), Some((t_end, t_end_ms))) = (
             recovery_within,
-            disturbance_over(spec, &ledger, ran, t0, wall0),
+            disturbance_over(spec, &ledger, t0.elapsed(), t0, wall0),
         )
     {
         // Not the system's doing: the disturbance ended too late for the run to watch
         // `within` of recovery (a revert that took seconds), so nothing was earned.
-        let ended = Duration::from_millis(u64::try_from(t_end - unix_ms(wall0)).unwrap_or(0));
+        let ended = t_end.saturating_duration_since(t0);
         let planned =
             faultline_spec::model::disturbance_end(&spec.faults, surges(spec)).unwrap_or_default();
         recovery = Some(RecoveryResult {
             passed: false,
             within_ms: ms(within),
-            last_fault_ended_ms: t_end,
+            last_fault_ended_ms: t_end_ms,
             recovered_after_ms: None,
             not_recovered: Vec::new(),
             inconclusive: Vec::new(),
             unjudged: Some(format!(
-                "{} ended at +{:.1}s, {:.1}s after its planned end at +{:.1}s, and the run ended at +{:.1}s, before {:.1}s of recovery could be watched",
+                "{} ended at +{:.1}s, {:.1}s after its planned end at +{:.1}s, and the run stopped watching at +{:.1}s, before {:.1}s of recovery could be watched",
                 run.report.disturbance(),
                 ended.as_secs_f64(),
                 ended.saturating_sub(planned).as_secs_f64(),
                 planned.as_secs_f64(),
-                ran.as_secs_f64(),
+                watched.as_secs_f64(),
                 within.as_secs_f64()
             )),
         });
@@ -1197,6 +1182,11 @@ async fn steady_state(
         },
         taint,
     )
+}
+
+/// The wall-clock instant `ms` Unix milliseconds stand for.
+fn wall_at(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 /// The load's surges; none without load.

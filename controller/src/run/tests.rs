@@ -128,6 +128,8 @@ struct FakeBackend {
     /// One evaluation at or after this time (since the start) takes this long: the
     /// controller stalls once.
     stall: Mutex<Option<(Duration, Duration)>>,
+    /// Every evaluation's window and instant, in order.
+    asked: Mutex<Vec<(Duration, SystemTime)>>,
 }
 
 impl SloBackend for FakeBackend {
@@ -163,6 +165,7 @@ impl SloBackend for FakeBackend {
             if let Some(takes) = stall {
                 tokio::time::sleep(takes).await;
             }
+            self.asked.lock().unwrap().push((window, at));
             let value = (self.sli)(self.start.elapsed(), window);
             Ok(Evaluation::judged(
                 kind,
@@ -260,6 +263,7 @@ fn env(sli: Arc<Sli>, kinds: &[&str]) -> (Arc<FakeEnv>, Arc<FakeAgent>) {
             start,
             sli,
             stall: Mutex::default(),
+            asked: Mutex::default(),
         }),
     });
     (env, agent)
@@ -522,13 +526,13 @@ async fn a_revert_too_late_to_watch_recovery_is_inconclusive_not_a_failure() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_controller_stalled_across_the_recovery_deadline_earns_no_recovery_verdict() {
-    // Errors until 33 s; the fault is reverted at 30 s. The controller's evaluation at
-    // 32 s takes 8 s, so it looks at recovery 1 s and then 10 s after the revert, never
-    // near the 5 s deadline.
+async fn a_recovery_check_held_up_past_the_deadline_looks_at_the_system_as_of_the_deadline() {
+    // The fault is reverted at 30 s and errors go on until 33 s. The controller's
+    // evaluation at 32 s takes 8 s, so its next recovery check comes 10 s after the
+    // revert: it must judge [T, T + 5 s] as of T + 5 s, not pass at 10 s.
     let (env, _agent) = env(
         Arc::new(|t, _| {
-            let bad = t >= Duration::from_secs(12) && t < Duration::from_secs(33);
+            let bad = t >= Duration::from_secs(31) && t < Duration::from_secs(33);
             Some(if bad { 0.5 } else { 0.0 })
         }),
         &["cpu"],
@@ -537,11 +541,15 @@ async fn a_controller_stalled_across_the_recovery_deadline_earns_no_recovery_ver
     let text = EXPERIMENT
         .replace("duration: 40s", "duration: 50s")
         .replace("for: 5s", "for: 60s");
-    let report = run_uninterrupted(&text, env).await;
-    // The fault-time errors fail the SLO itself; recovery earned nothing either way.
-    assert_eq!(report.verdict.outcome, Outcome::Fail);
-    let why = report.recovery.unwrap().unjudged.unwrap();
-    assert!(why.starts_with("the controller stalled"), "{why}");
+    let report = run_uninterrupted(&text, env.clone()).await;
+    let rec = report.recovery.clone().unwrap();
+    assert_eq!(rec.recovered_after_ms, Some(5_000), "{rec:?}");
+    let deadline = wall_at(rec.last_fault_ended_ms) + Duration::from_secs(5);
+    let asked = env.backend.asked.lock().unwrap().clone();
+    assert!(
+        asked.contains(&(Duration::from_secs(5), deadline)),
+        "no evaluation as of the deadline: {asked:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
