@@ -496,6 +496,13 @@ fn an_inconclusive_run_is_run_again_and_keeps_the_earlier_verdict() -> Result<()
     let reruns = report["reruns"].as_array().context("reruns")?;
     assert_eq!(reruns.len(), 1, "{report}");
     assert_eq!(reruns[0]["outcome"], "inconclusive");
+    // The second attempt's fleet logs are kept apart from the first's.
+    let logs = dir.path().join("fleet-logs");
+    assert!(logs.join("gateway.log").is_file(), "first attempt's logs");
+    assert!(
+        logs.join("attempt-2").join("gateway.log").is_file(),
+        "second attempt's logs"
+    );
     Ok(())
 }
 

@@ -222,7 +222,12 @@ async fn run_all(
                         cx.args.rerun_inconclusive + 1
                     );
                     earlier.push(report.verdict);
-                    report = run_one(cx, &p.loaded, out.logs.clone(), interrupt).await;
+                    // Each attempt's fleet logs apart: `attempt-2/` and on, beside the first's.
+                    let logs = out
+                        .logs
+                        .as_ref()
+                        .map(|d| d.join(format!("attempt-{}", earlier.len() + 1)));
+                    report = run_one(cx, &p.loaded, logs, interrupt).await;
                 }
                 report.reruns = earlier;
                 (report, false)
