@@ -155,6 +155,7 @@ impl SuiteIndex {
             .iter()
             .map(|run| {
                 let r = &run.report;
+                let (headroom, worst_slo) = worst(r).unzip();
                 IndexEntry {
                     name: r.experiment.name.clone(),
                     file: r.experiment.file.clone(),
@@ -162,9 +163,9 @@ impl SuiteIndex {
                     reason: r.verdict.reason.clone(),
                     exit_code: exit_code(r.verdict.outcome),
                     duration_ms: u64::try_from(r.ended_ms - r.started_ms).unwrap_or(0),
-                    worst_slo: worst(r).map(|(_, w)| w),
+                    worst_slo,
                     failed_on_slos: matches!(r.verdict.outcome, Outcome::Fail | Outcome::Aborted)
-                        && worst(r).is_some_and(|(headroom, _)| headroom < 0.0),
+                        && headroom.is_some_and(|h| h < 0.0),
                     not_run: run.not_run,
                     reports: run.links.clone(),
                 }

@@ -356,7 +356,7 @@ fn load_service(experiment: &Experiment) -> Option<String> {
 /// comes first), relative to the start.
 fn steady_check_at(experiment: &Experiment) -> Duration {
     let spec = &experiment.spec;
-    let surges = spec.load.iter().flat_map(|l| &l.surges).map(|s| s.after.0);
+    let surges = surges(spec).iter().map(|s| s.after.0);
     let first_fault = spec.faults.iter().map(|f| f.after.0).chain(surges).min();
     let window = spec.steady_state.as_ref().map(|s| s.window.0);
     match (first_fault, window) {
@@ -607,20 +607,17 @@ async fn execute(
 ) -> RunReport {
     let spec = &experiment.spec;
     let recovery_within = spec.recovery.as_ref().map(|r| r.within.0);
-    // The load (and the run) lasts long enough to judge recovery.
-    let total = match (
-        faultline_spec::model::disturbance_end(&spec.faults, surges(spec)),
-        recovery_within,
-    ) {
-        (Some(end), Some(within)) => spec.duration.0.max(end + within + config.tick),
-        _ => spec.duration.0,
-    };
-    // A revert that comes late (a busy agent, a slow machine) moves recovery's window
-    // later too: the run (and its load) may go on this much longer to judge it, rather
-    // than ending first and calling the system unrecovered.
-    let recovery_grace = match recovery_within {
-        Some(within) if !spec.faults.is_empty() || !surges(spec).is_empty() => within + config.tick,
-        _ => Duration::ZERO,
+    // The load (and the run) lasts long enough to judge recovery. A revert that comes
+    // late (a busy agent, a slow machine) moves recovery's window later too: the run (and
+    // its load) may go on `recovery_grace` longer to judge it, rather than ending first
+    // and calling the system unrecovered.
+    let planned_end = faultline_spec::model::disturbance_end(&spec.faults, surges(spec));
+    let (total, recovery_grace) = match (planned_end, recovery_within) {
+        (Some(end), Some(within)) => (
+            spec.duration.0.max(end + within + config.tick),
+            within + config.tick,
+        ),
+        _ => (spec.duration.0, Duration::ZERO),
     };
 
     // Start the load.
@@ -899,10 +896,8 @@ async fn execute(
         }
         let measurements = c.measurements();
         let measurements = measurements.read().unwrap_or_else(|e| e.into_inner());
-        summary.surges = spec
-            .load
+        summary.surges = surges(spec)
             .iter()
-            .flat_map(|l| &l.surges)
             .map(|s| {
                 measurements.surge(
                     wall0 + s.after.0,
@@ -934,8 +929,7 @@ async fn execute(
         // Not the system's doing: the disturbance ended too late for the run to watch
         // `within` of recovery (a revert that took seconds), so nothing was earned.
         let ended = t_end.saturating_duration_since(t0);
-        let planned =
-            faultline_spec::model::disturbance_end(&spec.faults, surges(spec)).unwrap_or_default();
+        let planned = planned_end.unwrap_or_default();
         recovery = Some(RecoveryResult {
             passed: false,
             within_ms: ms(within),

@@ -302,6 +302,12 @@ fn at(calls: &[Call], f: impl Fn(&Call) -> Option<Duration>) -> Vec<Duration> {
     calls.iter().filter_map(f).collect()
 }
 
+/// Fails with the verdict's reason unless the run ended `want`.
+#[track_caller]
+fn assert_outcome(report: &RunReport, want: Outcome) {
+    assert_eq!(report.verdict.outcome, want, "{:?}", report.verdict);
+}
+
 /// When each revert returned.
 fn reverted_at(calls: &[Call]) -> Vec<Duration> {
     at(calls, |c| match c {
@@ -314,12 +320,7 @@ fn reverted_at(calls: &[Call]) -> Vec<Duration> {
 async fn faults_are_applied_at_their_offset_renewed_and_reverted_at_their_end() {
     let (env, agent) = env(Arc::new(|_, _| Some(0.0)), &["cpu"]);
     let report = run_uninterrupted(EXPERIMENT, env).await;
-    assert_eq!(
-        report.verdict.outcome,
-        Outcome::Pass,
-        "{:?}",
-        report.verdict
-    );
+    assert_outcome(&report, Outcome::Pass);
     let calls = agent.calls();
     let applied = at(&calls, |c| match c {
         Call::Apply(_, t) => Some(*t),
@@ -487,12 +488,7 @@ async fn a_late_revert_moves_recovery_later_and_the_run_waits_to_judge_it() {
     let (env, agent) = env(Arc::new(|_, _| Some(0.0)), &["cpu"]);
     *agent.revert_takes.lock().unwrap() = Duration::from_secs(8);
     let report = run_uninterrupted(EXPERIMENT, env).await;
-    assert_eq!(
-        report.verdict.outcome,
-        Outcome::Pass,
-        "{:?}",
-        report.verdict
-    );
+    assert_outcome(&report, Outcome::Pass);
     let rec = report.recovery.clone().unwrap();
     assert!(rec.passed && rec.unjudged.is_none(), "{rec:?}");
     let reverted = reverted_at(&agent.calls());
@@ -510,12 +506,7 @@ async fn a_revert_too_late_to_watch_recovery_is_inconclusive_not_a_failure() {
     let (env, agent) = env(Arc::new(|_, _| Some(0.0)), &["cpu"]);
     *agent.revert_takes.lock().unwrap() = Duration::from_secs(20);
     let report = run_uninterrupted(EXPERIMENT, env).await;
-    assert_eq!(
-        report.verdict.outcome,
-        Outcome::Inconclusive,
-        "{:?}",
-        report.verdict
-    );
+    assert_outcome(&report, Outcome::Inconclusive);
     let why = report.recovery.unwrap().unjudged.unwrap();
     assert!(why.contains("after its planned end at +30.0s"), "{why}");
     assert!(
@@ -557,12 +548,7 @@ async fn a_starved_fault_turns_a_run_whose_slos_held_inconclusive_naming_asked_a
     let (env, agent) = env(Arc::new(|_, _| Some(0.0)), &["cpu"]);
     *agent.effect.lock().unwrap() = burned(0.49);
     let report = run_uninterrupted(EXPERIMENT, env).await;
-    assert_eq!(
-        report.verdict.outcome,
-        Outcome::Inconclusive,
-        "{:?}",
-        report.verdict
-    );
+    assert_outcome(&report, Outcome::Inconclusive);
     assert_eq!(crate::report::exit_code(report.verdict.outcome), 4);
     let reason = &report.verdict.reason;
     assert!(reason.contains("fault `cpu`"), "{reason}");
@@ -583,12 +569,7 @@ async fn a_fault_marked_not_required_reports_its_miss_but_does_not_block_the_pas
     );
     assert_ne!(text, EXPERIMENT);
     let report = run_uninterrupted(&text, env).await;
-    assert_eq!(
-        report.verdict.outcome,
-        Outcome::Pass,
-        "{:?}",
-        report.verdict
-    );
+    assert_outcome(&report, Outcome::Pass);
     let check = report.faults[0].effect_check.as_ref().unwrap();
     assert_eq!(check.verdict, crate::effect::EffectVerdict::None);
     assert!(!check.required);
@@ -609,12 +590,7 @@ async fn a_run_whose_slos_failed_stays_fail_whatever_the_effects() {
     *agent.effect.lock().unwrap() = burned(0.0);
     let text = EXPERIMENT.replace("for: 5s", "for: 60s");
     let report = run_uninterrupted(&text, env).await;
-    assert_eq!(
-        report.verdict.outcome,
-        Outcome::Fail,
-        "{:?}",
-        report.verdict
-    );
+    assert_outcome(&report, Outcome::Fail);
 }
 
 #[test]
