@@ -112,7 +112,7 @@ pub enum Policy {
     /// The notifications queue is bounded (`FL_NOTIFY_QUEUE`, 503 when full).
     NotifyQueueBound,
     /// Several endpoints of an upstream are balanced by p2c over peak-EWMA with passive
-    /// ejection, not round robin.
+    /// ejection, not round robin, and a refused connection moves the attempt to another.
     Balancing,
 }
 

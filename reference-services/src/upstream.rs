@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use faultline_http::{Client, ClientError, ClientResponse, Method};
 use faultline_resilience::Event;
-use faultline_resilience::balance::{Balancer, BalancerConfig};
+use faultline_resilience::balance::{Balancer, BalancerConfig, Pick};
 use faultline_resilience::breaker::{CircuitBreaker, Outcome, State};
 use faultline_resilience::retry::{Backoff, BackoffKind, Retry, RetryBudget, RetryDecision};
 use faultline_resilience::stack::Stack;
@@ -81,7 +81,8 @@ pub struct UpstreamPolicy {
     pub retry_budget: bool,
     /// How long the breaker stays open before it probes; `None`: no breaker.
     pub breaker_open: Option<Duration>,
-    /// p2c over peak-EWMA with passive ejection; round robin otherwise.
+    /// p2c over peak-EWMA with passive ejection, and failover past a refused connection;
+    /// round robin otherwise.
     pub balancing: bool,
     /// Whether every attempt carries its own idempotency key (the `idempotency` policy
     /// removed): a retry is then a new operation to the upstream.
@@ -314,6 +315,10 @@ impl Upstream {
         }
     }
 
+    /// One attempt of a call. With balancing, an endpoint that refuses the connection (a
+    /// replica draining or restarting) is passed over for another one within the attempt:
+    /// nothing was sent, so this is safe for any method, placements included. Each endpoint
+    /// is tried at most once per attempt.
     async fn attempt(
         &self,
         method: Method,
@@ -321,8 +326,40 @@ impl Upstream {
         body: Option<Bytes>,
         headers: &[(&str, &str)],
     ) -> Result<Reply, UpstreamError> {
+        let tries = if self.balancing {
+            self.endpoints.len()
+        } else {
+            1
+        };
+        let mut tried = Vec::new();
+        loop {
+            let result = self
+                .attempt_once(method, path, body.clone(), headers, &tried)
+                .await;
+            match result {
+                Err((UpstreamError::Transport { source, upstream }, index))
+                    if source.is_retry_safe() && tried.len() + 1 < tries =>
+                {
+                    tried.push(index);
+                    tracing::debug!(%upstream, error = %source, "endpoint refused; trying another");
+                }
+                other => return other.map_err(|(e, _)| e),
+            }
+        }
+    }
+
+    /// Sends one request to one endpoint, not one of `tried` where another is left. The
+    /// error comes with the endpoint's index.
+    async fn attempt_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        headers: &[(&str, &str)],
+        tried: &[usize],
+    ) -> Result<Reply, (UpstreamError, usize)> {
         let pick = if self.balancing {
-            self.endpoints.pick_p2c()
+            self.endpoints.pick_p2c_except(tried)
         } else {
             self.endpoints.pick_round_robin()
         };
@@ -349,13 +386,14 @@ impl Upstream {
         };
         let result = req.send().await;
         guard.done = true;
+        let index = pick.index();
         let elapsed = guard.start.elapsed();
         let upstream = self.name;
         match result {
             // The upstream failed fast on purpose (its own breaker is open): it is healthy and
             // answered, so this is no failure for our breaker, and retrying is pointless.
             Ok(resp) if resp.header(crate::services::SHED_HEADER).is_some() => {
-                pick.success(elapsed);
+                self.settle(pick, elapsed, true);
                 self.metrics.observe_client_request(
                     upstream.name(),
                     ClientOutcome::ServerError,
@@ -364,19 +402,22 @@ impl Upstream {
                 Ok(resp)
             }
             Ok(resp) if resp.status() >= 500 || resp.status() == 429 => {
-                pick.failure(elapsed);
+                self.settle(pick, elapsed, false);
                 self.metrics.observe_client_request(
                     upstream.name(),
                     ClientOutcome::ServerError,
                     Some(elapsed),
                 );
-                Err(UpstreamError::Status {
-                    upstream,
-                    status: resp.status(),
-                })
+                Err((
+                    UpstreamError::Status {
+                        upstream,
+                        status: resp.status(),
+                    },
+                    index,
+                ))
             }
             Ok(resp) => {
-                pick.success(elapsed);
+                self.settle(pick, elapsed, true);
                 self.metrics.observe_client_request(
                     upstream.name(),
                     ClientOutcome::Success,
@@ -385,7 +426,7 @@ impl Upstream {
                 Ok(resp)
             }
             Err(source) => {
-                pick.failure(elapsed);
+                self.settle(pick, elapsed, false);
                 let outcome = if source.is_timeout() {
                     ClientOutcome::Timeout
                 } else if source.is_connect() {
@@ -395,8 +436,18 @@ impl Upstream {
                 };
                 self.metrics
                     .observe_client_request(upstream.name(), outcome, Some(elapsed));
-                Err(UpstreamError::Transport { upstream, source })
+                Err((UpstreamError::Transport { upstream, source }, index))
             }
+        }
+    }
+
+    /// Tells the balancer how a call went: its latency estimate and its ejection. Round
+    /// robin (the `balancing` policy removed) learns nothing and ejects nothing.
+    fn settle(&self, pick: Pick<'_, String>, elapsed: Duration, ok: bool) {
+        match (self.balancing, ok) {
+            (false, _) => drop(pick),
+            (true, true) => pick.success(elapsed),
+            (true, false) => pick.failure(elapsed),
         }
     }
 }
@@ -509,6 +560,42 @@ mod tests {
         );
         let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
         assert_eq!(distinct.len(), 3, "{keys:?}");
+    }
+
+    /// An address nothing listens on: connections to it are refused.
+    async fn refusing_address() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn with_balancing_a_refused_connect_is_tried_on_another_endpoint_without_retries() {
+        let app = Router::new().post("/orders", |_: &Request<'_>| Response::json(&"placed"));
+        let server = Server::bind("127.0.0.1:0").await.unwrap();
+        let live = server.local_addr().unwrap().to_string();
+        tokio::spawn(server.serve(app));
+        let dead = refusing_address().await;
+        let placed = |policy: UpstreamPolicy| {
+            let (live, dead) = (live.clone(), dead.clone());
+            async move {
+                let metrics = crate::observe::Observability::new("gateway").metrics;
+                let up = Upstream::new(Service::Orders, vec![dead, live], policy, metrics).unwrap();
+                let mut ok = 0;
+                for _ in 0..20 {
+                    ok += usize::from(up.call(Method::Post, "/orders", None, &[]).await.is_ok());
+                }
+                ok
+            }
+        };
+        // The gateway's placement policy: no retries (a placement is not idempotent), so only
+        // the failover can save the calls that pick the refusing replica.
+        let balanced = UpstreamPolicy {
+            balancing: true,
+            ..UpstreamPolicy::NAIVE
+        };
+        assert_eq!(placed(balanced).await, 20);
+        // Round robin without failover loses every other placement.
+        assert_eq!(placed(UpstreamPolicy::NAIVE).await, 10);
     }
 
     #[tokio::test]

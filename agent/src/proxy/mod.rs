@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -183,13 +184,7 @@ impl ProxyRegistry {
             }
             map.insert(id.into(), proxy);
         }
-        tokio::spawn(accept_loop(
-            listener,
-            rules_rx,
-            cancel,
-            "proxy",
-            move |_| Some(TcpStream::connect(upstream)),
-        ));
+        tokio::spawn(serve(listener, upstream, rules_rx, cancel));
         tracing::debug!(id, %listen, %upstream, "proxy created");
         Ok(listen)
     }
@@ -235,22 +230,95 @@ impl ProxyRegistry {
     }
 }
 
-/// Accepts clients on `listener` until `cancel` fires and pumps each one under `rules` to the
-/// upstream `connect` opens for it; `connect` returns `None` to drop a client it cannot place.
-/// Shared by the local proxies and the redirect proxy; `kind` names which in the warning.
-pub(crate) async fn accept_loop<F, Fut>(
-    listener: TcpListener,
+/// How often a paused proxy tries its upstream again.
+const PROBE_EVERY: Duration = Duration::from_millis(20);
+
+/// Runs one local proxy until `cancel` fires. While its upstream refuses connections (a
+/// replica draining or restarting), the proxy refuses them too: it closes its listener at the
+/// first refused dial and binds the same address again once the upstream accepts. A proxy
+/// that accepted and then reset the caller would turn "refused: nothing was sent, try another
+/// replica" into "cut after sending", which no caller may retry for a placement.
+async fn serve(
+    mut listener: TcpListener,
+    upstream: SocketAddr,
     rules: watch::Receiver<Arc<RuleSet>>,
     cancel: CancellationToken,
+) {
+    let Ok(listen) = listener.local_addr() else {
+        return;
+    };
+    loop {
+        let refused = CancellationToken::new();
+        let flag = refused.clone();
+        accept_loop(
+            &listener,
+            rules.clone(),
+            &cancel,
+            refused.cancelled(),
+            "proxy",
+            move |_| {
+                let flag = flag.clone();
+                Some(async move {
+                    let dialed = TcpStream::connect(upstream).await;
+                    if matches!(&dialed, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+                    {
+                        flag.cancel();
+                    }
+                    dialed
+                })
+            },
+        )
+        .await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        drop(listener);
+        tracing::info!(%listen, %upstream, "upstream refuses: the proxy refuses until it accepts");
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(PROBE_EVERY) => {}
+            }
+            if TcpStream::connect(upstream).await.is_ok() {
+                break;
+            }
+        }
+        listener = loop {
+            match TcpListener::bind(listen).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    tracing::warn!(%listen, error = %e, "proxy cannot listen again yet");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(PROBE_EVERY) => {}
+                    }
+                }
+            }
+        };
+        tracing::info!(%listen, %upstream, "upstream accepts again: the proxy listens");
+    }
+}
+
+/// Accepts clients on `listener` until `cancel` fires or `stop` completes, and pumps each one
+/// under `rules` to the upstream `connect` opens for it; `connect` returns `None` to drop a
+/// client it cannot place. Connections end with `cancel`, not with `stop`. Shared by the
+/// local proxies and the redirect proxy; `kind` names which in the warning.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: &TcpListener,
+    rules: watch::Receiver<Arc<RuleSet>>,
+    cancel: &CancellationToken,
+    stop: impl Future<Output = ()>,
     kind: &'static str,
     mut connect: F,
 ) where
     F: FnMut(&TcpStream) -> Option<Fut> + Send,
     Fut: Future<Output = std::io::Result<TcpStream>> + Send + 'static,
 {
+    tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => return,
+            () = &mut stop => return,
             a = listener.accept() => a,
         };
         match accepted {
@@ -268,7 +336,7 @@ pub(crate) async fn accept_loop<F, Fut>(
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 tracing::warn!(error = %e, "{kind} accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     }

@@ -471,3 +471,42 @@ async fn removing_a_proxy_closes_it_and_unknown_ids_are_errors() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_proxy_refuses_while_its_upstream_refuses_and_listens_again_on_the_same_address() {
+    let reg = ProxyRegistry::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    let addr = reg.create("p", up).await.unwrap();
+    // A connection made while the upstream listens stays up through the outage.
+    let accepted = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        s
+    });
+    let mut early = TcpStream::connect(addr).await.unwrap();
+    let mut upstream_side = accepted.await.unwrap();
+    // The upstream goes away (its listener closed, as a draining server's is): the first
+    // caller after that is cut, since the proxy only learns it by dialing, and from then on
+    // callers are refused before anything is sent, as they would be by the upstream itself.
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 8];
+    assert!(matches!(first.read(&mut buf).await, Ok(0) | Err(_)));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let refused = TcpStream::connect(addr).await.unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    early.write_all(b"ping").await.unwrap();
+    let n = upstream_side.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"ping");
+    // The upstream listens again on its address: within a probe interval the proxy does too,
+    // on its own old address, so callers need no new configuration.
+    let back = TcpListener::bind(up).await.unwrap();
+    tokio::time::sleep(PROBE_EVERY * 3).await;
+    let mut again = TcpStream::connect(addr).await.unwrap();
+    let (mut s, _) = back.accept().await.unwrap(); // the proxy's probe
+    drop(s);
+    again.write_all(b"pong").await.unwrap();
+    (s, _) = back.accept().await.unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"pong");
+    assert_eq!(reg.list()[0].listen, addr);
+}

@@ -342,20 +342,25 @@ impl Fault for RedirectLatency {
                 .map_err(|e| FaultError::io("register the redirect proxy", e))?
         };
         let upstream_ns = netns.clone();
-        runtime.spawn(crate::proxy::accept_loop(
-            listener,
-            rules,
-            cancel.clone(),
-            "redirect proxy",
-            move |client| {
-                original_dst(client)
-                    .inspect_err(|e| {
-                        tracing::debug!(error = %e, "redirected connection without an original destination");
-                    })
-                    .ok()
-                    .map(|to| connect_upstream(upstream_ns.clone(), to))
-            },
-        ));
+        let stop = cancel.clone();
+        runtime.spawn(async move {
+            crate::proxy::accept_loop(
+                &listener,
+                rules,
+                &stop,
+                std::future::pending(),
+                "redirect proxy",
+                move |client| {
+                    original_dst(client)
+                        .inspect_err(|e| {
+                            tracing::debug!(error = %e, "redirected connection without an original destination");
+                        })
+                        .ok()
+                        .map(|to| connect_upstream(upstream_ns.clone(), to))
+                },
+            )
+            .await;
+        });
         let mut handle = RedirectHandle {
             netns,
             table: self.table.clone(),

@@ -249,17 +249,38 @@ impl<T> Balancer<T> {
     /// Power of two choices: sample two endpoints, take the one with the lower
     /// `ewma * (in_flight + 1)`.
     pub fn pick_p2c(&self) -> Pick<'_, T> {
+        self.pick_p2c_except(&[])
+    }
+
+    /// [`Balancer::pick_p2c`] among the endpoints not in `skip` (indices), for a failover
+    /// after those refused a connection. When `skip` leaves none, every endpoint is a
+    /// candidate again.
+    pub fn pick_p2c_except(&self, skip: &[usize]) -> Pick<'_, T> {
         let n = self.endpoints.len();
-        if n == 1 {
-            return self.take(0);
+        let skip = if (0..n).all(|i| skip.contains(&i)) {
+            &[]
+        } else {
+            skip
+        };
+        let m = n - (0..n).filter(|i| skip.contains(i)).count();
+        // The k-th candidate: the identity unless something is skipped.
+        let nth = |k: usize| {
+            if skip.is_empty() {
+                k
+            } else {
+                (0..n).filter(|i| !skip.contains(i)).nth(k).unwrap_or(k)
+            }
+        };
+        if m == 1 {
+            return self.take(nth(0));
         }
         let now = self.clock.now_nanos();
         let r = self.rng.next_u64();
-        let a = (r % n as u64) as usize;
-        // A second index distinct from the first.
-        let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
-        let a = self.nearest_available(a, now);
-        let b = self.nearest_available(b, now);
+        let a = (r % m as u64) as usize;
+        // A second candidate distinct from the first.
+        let b = (a + 1 + ((r >> 32) % (m as u64 - 1)) as usize) % m;
+        let a = self.nearest_available(nth(a), now, skip);
+        let b = self.nearest_available(nth(b), now, skip);
         let index = if self.cost(a, now) <= self.cost(b, now) {
             a
         } else {
@@ -268,11 +289,11 @@ impl<T> Balancer<T> {
         self.take(index)
     }
 
-    fn nearest_available(&self, from: usize, now: u64) -> usize {
+    fn nearest_available(&self, from: usize, now: u64, skip: &[usize]) -> usize {
         let n = self.endpoints.len();
         (0..n)
             .map(|k| (from + k) % n)
-            .find(|&i| self.available(i, now))
+            .find(|&i| self.available(i, now) && !skip.contains(&i))
             .unwrap_or(from)
     }
 
@@ -488,6 +509,20 @@ mod tests {
         b.take(0).success(Duration::from_millis(1));
         b.take(0).failure(Duration::from_millis(1));
         assert!(!b.is_ejected(0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failover_pick_passes_over_the_skipped_endpoints() {
+        let b = lb(3);
+        for _ in 0..200 {
+            assert_eq!(b.pick_p2c_except(&[0, 2]).index(), 1);
+            assert_ne!(b.pick_p2c_except(&[1]).index(), 1);
+        }
+        // Skipping every endpoint leaves every endpoint a candidate.
+        let seen: std::collections::BTreeSet<usize> = (0..200)
+            .map(|_| b.pick_p2c_except(&[0, 1, 2]).index())
+            .collect();
+        assert_eq!(seen.len(), 3);
     }
 
     #[test]
